@@ -1,0 +1,1 @@
+"""Baseline denoisers compared against QDM; importing this package registers them."""
