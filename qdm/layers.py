@@ -11,7 +11,8 @@ from torch import nn
 
 __all__ = [
     "modulate", "timestep_embedding", "sincos_pos_embed_2d", "TimestepEmbedder", "Attention", "CrossAttention",
-    "Mlp", "DiTBlock", "FinalLayer", "adaln", "layer_norm", "init_dit_weights", "patchify_conv", "unpatchify",
+    "Mlp", "DiTBlock", "FinalLayer", "PatchEmbed", "DiTStream", "condition_on_lq", "adaln", "layer_norm",
+    "init_dit_weights", "unpatchify",
 ]
 
 
@@ -160,9 +161,54 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
-def patchify_conv(in_channels: int, dim: int, patch: int) -> nn.Conv2d:
-    """Patch embedding convolution, kernel = stride = patch."""
-    return nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
+class PatchEmbed(nn.Module):
+    """Conv patch embedding (kernel = stride = patch) with an optional LayerNorm on the tokens."""
+
+    def __init__(self, in_channels: int, dim: int, patch: int, norm: bool = False):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
+        self.norm = nn.LayerNorm(dim, eps=1e-5) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(rearrange(self.proj(x), "b d h w -> b (h w) d"))
+
+
+class DiTStream(nn.Module):
+    """A DiT over patch tokens: returns (tokens after the last block, unpatchified prediction).
+
+    QDM's upstream stream and the DiT baselines.  ``extra_cond`` (B, d) is added to the timestep embedding
+    (the class-conditional DiT's label embedding).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, patch: int, dim: int, depth: int, heads: int,
+                 mlp_ratio: float):
+        super().__init__()
+        self.patch, self.dim = patch, dim
+        self.x_embedder = PatchEmbed(in_channels, dim, patch)
+        self.t_embedder = TimestepEmbedder(dim)
+        self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.final_layer = FinalLayer(dim, patch, out_channels)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                extra_cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        gh, gw = x.shape[-2] // self.patch, x.shape[-1] // self.patch
+        tokens = self.x_embedder(x)
+        tokens = tokens + sincos_pos_embed_2d(gh, gw, self.dim, tokens.device, tokens.dtype)
+        c = self.t_embedder(t)
+        if extra_cond is not None:
+            c = c + extra_cond
+        for block in self.blocks:
+            tokens = block(tokens, c)
+        return tokens, unpatchify(self.final_layer(tokens, c), gh, gw, self.patch)
+
+
+def condition_on_lq(x: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    """Concatenate x with the LR condition (after x on the channel axis), bicubic-upsampled when smaller."""
+    if lq.shape[-2:] != x.shape[-2:]:
+        if lq.shape[-2] > x.shape[-2] or lq.shape[-1] > x.shape[-1]:
+            raise ValueError(f"lq {tuple(lq.shape)} is larger than x {tuple(x.shape)}; pass the LR image")
+        lq = F.interpolate(lq, size=x.shape[-2:], mode="bicubic", align_corners=False)
+    return torch.cat([x, lq.to(x.dtype)], dim=1)
 
 
 def unpatchify(tokens: torch.Tensor, gh: int, gw: int, patch: int) -> torch.Tensor:

@@ -23,53 +23,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from qdm.layers import (
-    Attention, CrossAttention, DiTBlock, FinalLayer, Mlp, TimestepEmbedder, adaln, init_dit_weights, layer_norm,
-    modulate, sincos_pos_embed_2d, unpatchify,
+    Attention, CrossAttention, DiTStream, FinalLayer, condition_on_lq, Mlp, PatchEmbed, TimestepEmbedder, adaln, init_dit_weights,
+    layer_norm, modulate, sincos_pos_embed_2d,
 )
+from qdm.quadtree import active_windows
 from qdm_bench.registry import register_model
 
-__all__ = ["QDM", "WindowPlan", "CrossAttnBlock", "UpStream", "DownStream", "qdm_s", "qdm_b", "qdm_l", "qdm_t"]
+__all__ = ["QDM", "WindowPlan", "CrossAttnBlock", "DownStream", "qdm_s", "qdm_b", "qdm_l", "qdm_t"]
 
 BUILD_SIZE = 128  # the latent size of every shipped config; Table 5 counts the frozen tables at this size
-
-
-class PatchEmbed(nn.Module):
-    """Conv patch embedding (kernel = stride = patch) with an optional LayerNorm on the tokens."""
-
-    def __init__(self, in_channels: int, dim: int, patch: int, norm: bool = False):
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
-        self.norm = nn.LayerNorm(dim, eps=1e-5) if norm else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(rearrange(self.proj(x), "b d h w -> b (h w) d"))
-
-
-class UpStream(nn.Module):
-    """Coarse DiT stream: returns (context tokens, coarse x₀ prediction)."""
-
-    def __init__(self, in_channels: int, out_channels: int, patch: int, dim: int, depth: int, heads: int,
-                 mlp_ratio: float):
-        super().__init__()
-        self.patch, self.dim = patch, dim
-        self.x_embedder = PatchEmbed(in_channels, dim, patch)
-        self.t_embedder = TimestepEmbedder(dim)
-        self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio) for _ in range(depth))
-        self.final_layer = FinalLayer(dim, patch, out_channels)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        gh, gw = x.shape[-2] // self.patch, x.shape[-1] // self.patch
-        tokens = self.x_embedder(x)
-        tokens = tokens + sincos_pos_embed_2d(gh, gw, self.dim, tokens.device, tokens.dtype)
-        c = self.t_embedder(t)
-        for block in self.blocks:
-            tokens = block(tokens, c)
-        return tokens, unpatchify(self.final_layer(tokens, c), gh, gw, self.patch)
 
 
 class CrossAttnBlock(nn.Module):
@@ -224,7 +190,7 @@ class QDM(nn.Module):
         self.out_channels = out_channels or in_channels
         self.chunk_size = chunk_size
         cin = in_channels + lq_channels
-        self.upstream = UpStream(cin, self.out_channels, up_patch, dim, depth, heads, mlp_ratio)
+        self.upstream = DiTStream(cin, self.out_channels, up_patch, dim, depth, heads, mlp_ratio)
         self.downstream = DownStream(cin, self.out_channels, down_patch, window, dim, depth, heads, mlp_ratio)
         init_dit_weights(self)
 
@@ -252,11 +218,7 @@ class QDM(nn.Module):
     def prepare_input(self, x: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         """Concatenate x with the LR condition, bicubic-upsampled to x's size when smaller."""
         self.check_input(x)
-        if lq.shape[-2:] != x.shape[-2:]:
-            if lq.shape[-2] > x.shape[-2] or lq.shape[-1] > x.shape[-1]:
-                raise ValueError(f"lq {tuple(lq.shape)} is larger than x {tuple(x.shape)}; pass the LR image")
-            lq = F.interpolate(lq, size=x.shape[-2:], mode="bicubic", align_corners=False)
-        return torch.cat([x, lq.to(x.dtype)], dim=1)
+        return condition_on_lq(x, lq)
 
     # -- sparse split: plan (data dependent) and compute (shape only) ---------------------------------------------
     def window_grid(self, height: int, width: int) -> tuple[int, int]:
@@ -276,8 +238,7 @@ class QDM(nn.Module):
                 raise ValueError(f"mask must be the patch grid (B, H/{self.down_patch}, W/{self.down_patch}) = "
                                  f"{(batch, gh, gw)}, got {tuple(mask.shape)}; build it with "
                                  f"qdm.quadtree.quadtree_mask(lr, ({gh}, {gw}), threshold)")
-            selected = rearrange(mask.detach() != 0, "b (wh i) (ww j) -> b wh ww (i j)", i=self.window,
-                                 j=self.window).any(-1)
+            selected = active_windows(mask.detach(), self.window)
         return WindowPlan.from_selection(selected, chunk_size or self.chunk_size)
 
     def compute(self, x: torch.Tensor, t: torch.Tensor, lq: torch.Tensor,
