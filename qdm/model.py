@@ -160,7 +160,7 @@ class DownStream(nn.Module):
                 kv = (k[imgs], v[imgs]) if G > 1 else (k[first:first + 1], v[first:first + 1])
                 h = blk(h, mod[imgs], kv, n)
             pred = self.final_layer(h, c[imgs])
-            out[imgs[:, None], wins] = rearrange(pred, "g (l n) e -> g l n e", n=n)
+            out[imgs[:, None], wins] = rearrange(pred, "g (l n) e -> g l n e", n=n).to(out.dtype)
         return out
 
     def to_image(self, out: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
@@ -250,12 +250,12 @@ class QDM(nn.Module):
         gh, gw = x.shape[-2] // self.down_patch, x.shape[-1] // self.down_patch
         return self.downstream.to_image(down, gh, gw), up
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, mask: torch.Tensor | None = None,
-                chunk_size: int | None = None, return_upstream: bool = False):
-        """x₀ prediction; with ``return_upstream`` also the coarse upstream prediction (for the Eq. 6 loss)."""
-        self.check_input(x_t)
-        B, _, H, W = x_t.shape
-        plan = self.plan(mask, B, H, W, chunk_size)
+    def forward_planned(self, x_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, plan: WindowPlan,
+                        mask: torch.Tensor | None = None, return_upstream: bool = False):
+        """The forward after window selection: :meth:`compute` on ``plan``, then the per-patch merge with ``mask``.
+
+        Free of data-dependent control flow, so it runs on the meta device (MAC counting, memory estimates).
+        """
         down, up = self.compute(x_t, t, lq, plan)
         if mask is None:
             out = down
@@ -263,6 +263,14 @@ class QDM(nn.Module):
             bits = mask.to(torch.bool).repeat_interleave(self.down_patch, -2).repeat_interleave(self.down_patch, -1)
             out = torch.where(bits[:, None], down, up.to(down.dtype))
         return (out, up) if return_upstream else out
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, mask: torch.Tensor | None = None,
+                chunk_size: int | None = None, return_upstream: bool = False):
+        """x₀ prediction; with ``return_upstream`` also the coarse upstream prediction (for the Eq. 6 loss)."""
+        self.check_input(x_t)
+        B, _, H, W = x_t.shape
+        plan = self.plan(mask, B, H, W, chunk_size)
+        return self.forward_planned(x_t, t, lq, plan, mask, return_upstream)
 
 
 def _lcm(a: int, b: int) -> int:

@@ -38,6 +38,9 @@ def main() -> None:
     Examples:
       qdm-bench models                  # every registered model with its parameter counts
       qdm-bench models --filter "qdm-*"
+      qdm-bench macs --res 1024         # exact MACs of the Figure-5 set
+      qdm-bench memory --res 1024       # peak memory (estimated on a CPU-only machine)
+      qdm-bench run --res 128 --models "qdm-s,dit-s/8,unet,swin-unet"
     """
 
 
@@ -72,9 +75,271 @@ def models(patterns: tuple[str, ...], extra: tuple[str, ...], fmt: str) -> None:
     if fmt == "csv":
         click.echo(df.to_csv(index=False), nl=False)
         return
-    table = df.drop(columns=["buffers"]).fillna("")
+    table = df.drop(columns=["buffers"]).astype(object)
+    table = table.where(table.notna(), "")
     click.echo(tabulate(table, headers="keys", tablefmt="github" if fmt == "markdown" else "simple",
                         showindex=False, intfmt=","))
+
+
+# -- measurement commands ----------------------------------------------------------------------------------------
+
+def _res_list(values: tuple[str, ...], default: str) -> list[tuple[int, int]]:
+    from qdm_bench.sweep import parse_resolution
+
+    return [parse_resolution(v) for v in (values or (default,))]
+
+
+def measurement_options(default_res: str | None = "1024"):
+    """The options shared by params / macs / memory / speed / run."""
+
+    def deco(fn):
+        opts = [
+            click.option("--models", "-m", "models", multiple=True, metavar="NAMES",
+                         help="Comma-separated names, wildcards (\"dit-*/8\") or package.module:factory; repeatable. "
+                              "Default: the Figure-5 set qdm-s,qdm-b,qdm-l,dit-s/8,dit-l/8,dit-s/2,unet,swin-unet."),
+            click.option("--res", "-r", "res", multiple=True, metavar="SIZE",
+                         help="Input resolution, N or HxW; repeatable. Default: "
+                              + (default_res or "1024 on CUDA, 128 on CPU") + "."),
+            click.option("--batch", "-b", "batches", multiple=True, type=int, help="Batch size; repeatable. Default 1."),
+            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                         help="auto = cuda when available, else cpu."),
+            click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["fp32", "bf16", "fp16"]),
+                         help="fp32, or bf16/fp16 autocast (weights stay fp32); repeatable. Default fp32."),
+            click.option("--threshold", "-s", "thresholds", multiple=True, type=float,
+                         help="QDM: quadtree threshold on the LR test image (Alg. 1, images in [-1, 1]); repeatable."),
+            click.option("--density", "-d", "densities", multiple=True, type=float,
+                         help="QDM: fraction of downstream windows selected at random (seeded); repeatable. "
+                              "Without --threshold/--density QDM runs its dense path (full mask, as in Figure 5)."),
+            click.option("--image", type=click.Path(dir_okay=False), default=None,
+                         help="LR image for --threshold masks (PNG/JPEG/TIFF). Default: a built-in synthetic image."),
+            click.option("--window", type=int, default=None, help="QDM: downstream window size (ablation)."),
+            click.option("--patch", type=int, default=None, help="QDM: upstream patch; DiT: patch (ablation)."),
+            click.option("--chunk-size", type=int, default=None, help="QDM: windows per chunk (default 64)."),
+            click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+                         help="Results file (JSON lines), appended as cells finish; re-running resumes. "
+                              "Default results/<command>.jsonl."),
+            click.option("--threads", type=int, default=None,
+                         help="CPU threads per cell (default 1 on CPU: stable timings on shared machines)."),
+            click.option("--cpu-max-res", type=int, default=256, show_default=True,
+                         help="On CPU, real memory/speed runs only up to this side; above it memory is estimated "
+                              "(meta-device trace) and speed is skipped. Raise it to force slow CPU runs."),
+            click.option("--compile", "use_compile", is_flag=True, help="Measure torch.compile(model)."),
+            click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up forwards (speed)."),
+            click.option("--reps", type=int, default=30, show_default=True, help="Timed forwards (speed)."),
+            click.option("--max-time", type=float, default=60.0, show_default=True,
+                         help="Stop timing a cell after this many seconds (at least 3 reps)."),
+            click.option("--timeout", type=float, default=3600.0, show_default=True,
+                         help="Seconds before a cell's subprocess is killed (recorded as an error row)."),
+            click.option("--isolate", type=click.Choice(["auto", "always", "never"]), default="auto",
+                         show_default=True,
+                         help="Fresh subprocess per cell: auto = for cells that run real tensors (memory, speed)."),
+            click.option("--format", "fmt", type=click.Choice(["simple", "github", "latex"]), default="simple",
+                         show_default=True, help="Summary table format."),
+        ]
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return deco
+
+
+def _measure(command: str, metrics: tuple[str, ...], models, res, batches, device, dtypes, thresholds, densities,
+             image, window, patch, chunk_size, out, threads, cpu_max_res, use_compile, warmup, reps, max_time,
+             timeout, isolate, fmt, default_cpu_res: str = "1024") -> list[dict]:
+    """Build the cells, run them with a progress bar, print the summary table; returns the rows."""
+    from pathlib import Path
+
+    from qdm_bench.cells import needs_isolation, resolve_device, run_cells
+    from qdm_bench.sweep import expand_models, make_cells, summary_table
+
+    dev = resolve_device(device)
+    names = expand_models(models)
+    resolutions = _res_list(res, "1024" if dev != "cpu" else default_cpu_res)
+    if threads is not None and threads < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--threads")
+    cells = make_cells(
+        names, resolutions, batches=batches or (1,), dtypes=dtypes or ("fp32",), thresholds=thresholds or (None,),
+        densities=densities or (None,), metrics=metrics, device=dev,
+        threads=(threads or 1) if dev == "cpu" else threads, cpu_max_res=cpu_max_res, compile=use_compile,
+        warmup=warmup, reps=reps, max_time_s=max_time, image=image, window=window, patch=patch,
+        chunk_size=chunk_size,
+    )
+    if image is not None and not Path(image).is_file():
+        raise click.BadParameter(f"{image} does not exist or is not a file", param_hint="--image")
+    out_path = Path(out or f"results/{command}.jsonl")
+    iso = {"auto": "auto", "always": True, "never": False}[isolate]
+    n_real = sum(needs_isolation(c) for c in cells)
+    click.echo(f"{len(cells)} cell(s) on {dev}: {', '.join(names)} at "
+               f"{', '.join(f'{h}x{w}' for h, w in resolutions)}; results -> {out_path}", err=True)
+    interactive = sys.stderr.isatty()
+    done_count = [0]
+
+    def show(item):
+        return item if isinstance(item, str) else None
+
+    with click.progressbar(length=len(cells), label=command, item_show_func=show, file=sys.stderr,
+                           show_pos=True) as bar:
+        def on_start(cell):
+            bar.update(0, f"{cell.label()}: measuring")
+
+        def on_done(cell, row):
+            done_count[0] += 1
+            status = row.get("status", "?") + (" (cached)" if row.get("cached") else "")
+            bar.update(1, f"{cell.label()}: {status}")
+            if not interactive:
+                msg = f" - {row['message']}" if row.get("status") in ("error", "oom") and row.get("message") else ""
+                click.echo(f"  [{done_count[0]}/{len(cells)}] {cell.label()}: {status}{msg}", err=True)
+
+        try:
+            report = run_cells(cells, out_path, isolate=iso, timeout=timeout, on_start=on_start, on_done=on_done)
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: {done_count[0]} finished cell(s) are saved in {out_path}; re-run the same "
+                       "command to resume", err=True)
+            sys.exit(130)
+    click.echo(summary_table(report.rows, tablefmt=fmt))
+    notes = []
+    if report.skipped:
+        notes.append(f"{report.skipped} cell(s) were already finished in {out_path} and were not re-measured "
+                     "(delete the file or use another --out to measure again).")
+    if any(r.get("mem_estimated") for r in report.rows):
+        notes.append("(est.) = estimated peak memory: a meta-device trace of live tensor bytes (MemTracker), fused "
+                     "attention assumed; a lower bound (no allocator rounding, workspaces or CUDA context). "
+                     f"Real runs happen on CUDA, or on CPU up to --cpu-max-res {cpu_max_res}.")
+    if dev == "cpu" and "speed" in metrics and any(r.get("latency_median_ms") is None and r.get("status") == "ok"
+                                                  for r in report.rows):
+        notes.append(f"Speed is not measured on CPU above --cpu-max-res {cpu_max_res} (it could take hours); "
+                     "measure a smaller --res, or raise --cpu-max-res to force it.")
+    if "macs" in metrics:
+        notes.append("MACs: one network evaluation (multiply-accumulates of convolutions and matmuls, attention "
+                     "included; FLOPs = 2 x MACs); GMACs/SR = 15 evaluations.")
+    if n_real and dev == "cpu":
+        notes.append(f"CPU timings use {threads or 1} thread(s); peak memory = resident-set growth in a fresh process.")
+    bad = [r for r in report.rows if r.get("status") in ("error", "oom")]
+    if bad:
+        notes.append(f"{len(bad)} cell(s) failed (status error/oom, message in {out_path}); error cells are retried "
+                     "on the next run.")
+    for n in notes:
+        click.echo(n, err=True)
+    return report.rows
+
+
+EPILOG_PARAMS = """\b
+Examples:
+  qdm-bench params
+  qdm-bench params --models "qdm-*,unet" --format github
+"""
+EPILOG_MACS = """\b
+Examples:
+  qdm-bench macs --res 1024                       # the Figure-5 set, exact, in seconds on a CPU
+  qdm-bench macs -m qdm-l --res 1024 --threshold 0.15
+  qdm-bench macs -m dit-s/8 --res 256 --breakdown # per-module table (fvcore at small sizes, else meta count)
+"""
+EPILOG_MEMORY = """\b
+Examples:
+  qdm-bench memory --res 1024                     # CUDA: measured; CPU: estimated, within a minute
+  qdm-bench memory -m "qdm-s,unet" --res 128 --device cpu
+  qdm-bench memory -m qdm-l --res 1024 --density 0.25 --dtype bf16
+"""
+EPILOG_SPEED = """\b
+Examples:
+  qdm-bench speed -m "qdm-s,dit-s/8" --res 128 --device cpu --threads 1
+  qdm-bench speed --res 1024 --dtype fp32 --dtype bf16   # on a GPU
+"""
+EPILOG_RUN = """\b
+Examples:
+  qdm-bench run --res 1024                        # everything, Figure-5 set (GPU: all measured)
+  qdm-bench run --res 128 --models "qdm-s,dit-s/8,unet,swin-unet"
+  qdm-bench run -m qdm-s --res 256 --threshold 0.06 --threshold 0.15 -o results/qdm.jsonl
+Re-running the same command skips finished cells; Ctrl-C loses nothing already measured.
+"""
+
+
+@main.command(epilog=EPILOG_PARAMS)
+@measurement_options()
+def params(**kw) -> None:
+    """Learnable and paper-convention parameter counts (counted on the meta device, no weights allocated)."""
+    _measure("params", ("params",), **kw)
+
+
+@main.command(epilog=EPILOG_MACS)
+@measurement_options()
+@click.option("--breakdown", is_flag=True, help="Also print a per-module MAC table for each model and resolution.")
+@click.option("--breakdown-tool", type=click.Choice(["auto", "fvcore", "meta"]), default="auto", show_default=True,
+              help="fvcore = fvcore's table on real CPU tensors with an attention handle (small sizes only); "
+                   "meta = the exact meta-device count per module (any size); auto = fvcore up to 256x256.")
+@click.option("--depth", type=int, default=2, show_default=True, help="Module depth of the breakdown.")
+def macs(breakdown: bool, breakdown_tool: str, depth: int, **kw) -> None:
+    """Exact MACs of one network evaluation and of a 15-step super-resolution, attention included.
+
+    Counted on the meta device (no weights, no compute), so 1024x1024 takes seconds on a CPU. For QDM the window
+    selection runs on the real mask first; the count then covers exactly the selected windows.
+    """
+    rows = _measure("macs", ("params", "macs"), **kw)
+    if breakdown:
+        _print_breakdowns(rows, breakdown_tool, depth, kw)
+
+
+def _print_breakdowns(rows, tool: str, depth: int, kw) -> None:
+    from tabulate import tabulate
+
+    from qdm_bench.cells import Cell, _cell_mask
+    from qdm_bench.macs import fvcore_breakdown, mac_breakdown
+    from qdm_bench.registry import create_model
+
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        cell = Cell(model=r["model"], height=r["height"], width=r["width"], batch=r["batch"],
+                    threshold=r.get("threshold"), density=r.get("density"), window=kw.get("window"),
+                    patch=kw.get("patch"), chunk_size=kw.get("chunk_size"), image=kw.get("image"))
+        import torch
+
+        with torch.device("meta"):
+            meta_model = create_model(cell.model, **cell.overrides())
+        mask = _cell_mask(cell, meta_model) if hasattr(meta_model, "plan") else None
+        use_fvcore = tool == "fvcore" or (tool == "auto" and max(cell.height, cell.width) <= 256)
+        click.echo(f"\n{cell.label()}: per-module breakdown "
+                   + ("(fvcore, real CPU tensors, SDPA handle; fvcore also prices norms)" if use_fvcore
+                      else "(exact meta-device count)"))
+        if use_fvcore:
+            table, _ = fvcore_breakdown(cell.model, (cell.height, cell.width), cell.batch, mask=mask,
+                                        max_depth=depth + 1, **cell.overrides())
+            click.echo(table)
+        else:
+            br = mac_breakdown(cell.model, (cell.height, cell.width), cell.batch, mask=mask, depth=depth,
+                               **cell.overrides())
+            click.echo(tabulate([["  " * b["depth"] + b["module"].split(".")[-1] if b["depth"] else b["module"],
+                                  f"{b['macs'] / 1e9:,.3f}", f"{100 * b['share']:.1f}"] for b in br],
+                                headers=["module", "GMACs", "%"], tablefmt="simple", disable_numparse=True))
+
+
+@main.command(epilog=EPILOG_MEMORY)
+@measurement_options()
+def memory(**kw) -> None:
+    """Peak memory of one forward above the resident weights and inputs, with exact MACs.
+
+    CUDA: max allocated / reserved after reset_peak_memory_stats (steady state after a warm-up call). CPU: resident
+    set growth in a fresh process, up to --cpu-max-res; above it an estimate from a meta-device trace, labelled
+    (est.) and never mixed with measured values.
+    """
+    _measure("memory", ("params", "macs", "memory"), **kw)
+
+
+@main.command(epilog=EPILOG_SPEED)
+@measurement_options(default_res=None)
+def speed(**kw) -> None:
+    """Latency of one forward: warm-up, then timed repetitions (CUDA events, or a wall clock at fixed CPU threads).
+
+    Reports median, p10/p90 and throughput (images/s; QDM also windows/s). Each cell runs in a fresh subprocess.
+    """
+    _measure("speed", ("params", "macs", "speed"), default_cpu_res="128", **kw)
+
+
+@main.command(epilog=EPILOG_RUN)
+@measurement_options()
+def run(**kw) -> None:
+    """All measurements (parameters, MACs, peak memory, speed) for every cell, one fresh subprocess per cell."""
+    _measure("run", ("params", "macs", "memory", "speed"), **kw)
 
 
 if __name__ == "__main__":  # pragma: no cover

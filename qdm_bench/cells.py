@@ -1,0 +1,398 @@
+"""Measurement cells: one (model × resolution × batch × dtype × mask …) combination, measured in its own process.
+
+:func:`measure_cell` measures one cell in the current process (parameters, MACs, peak memory, latency).
+:func:`run_cells` runs many cells, each in a fresh subprocess (``python -m qdm_bench.worker``), appends each row to a
+results file as soon as it exists, skips cells already finished there, and turns crashes, timeouts and
+out-of-memory into rows (``status`` ``error`` / ``oom``) so the sweep goes on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from qdm_bench import __version__
+from qdm_bench.registry import ModelError, create_model, resolve
+from qdm_bench.results import append_result, empty_row
+
+__all__ = ["Cell", "METRICS", "measure_cell", "measure_in_process", "run_cells", "needs_isolation", "resolve_device",
+           "lr_test_image", "RunReport"]
+
+METRICS = ("params", "macs", "memory", "speed")
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: what to build, on what input, and which metrics to take."""
+
+    model: str
+    height: int
+    width: int
+    batch: int = 1
+    dtype: str = "fp32"
+    device: str = "cpu"
+    threshold: float | None = None  # QDM: quadtree threshold on the LR test image
+    density: float | None = None  # QDM: fraction of windows selected at random (seeded)
+    window: int | None = None  # QDM ablations: downstream window
+    patch: int | None = None  # QDM: upstream patch; DiT: patch
+    chunk_size: int | None = None
+    compile: bool = False
+    metrics: tuple[str, ...] = METRICS
+    threads: int | None = None  # CPU threads (recorded); None keeps torch's default
+    cpu_max_res: int = 256  # on CPU, real memory/speed runs only up to this side; above it memory is estimated
+    warmup: int = 10
+    warmup_s: float = 20.0  # warm-up stops after this many seconds (at least one call)
+    reps: int = 30
+    max_time_s: float = 60.0  # timed repetitions stop after this many seconds (at least 3)
+    image: str | None = None  # LR image for threshold masks (default: the built-in synthetic test image)
+    seed: int = 0
+
+    def overrides(self) -> dict[str, Any]:
+        """Constructor overrides implied by the cell (window / patch / chunk size)."""
+        info = resolve(self.model)
+        out: dict[str, Any] = {}
+        if self.window is not None:
+            out["window"] = self.window
+        if self.patch is not None:
+            out["up_patch" if info.family == "qdm" else "patch"] = self.patch
+        if self.chunk_size is not None and info.family == "qdm":
+            out["chunk_size"] = self.chunk_size
+        return out
+
+    @property
+    def key(self) -> str:
+        """Identity of the cell for resuming: every parameter plus the qdm-bench version."""
+        d = dataclasses.asdict(self)
+        d["metrics"] = sorted(d["metrics"])
+        d["version"] = __version__
+        return json.dumps(d, sort_keys=True)
+
+    def label(self) -> str:
+        """Short human-readable name for progress bars."""
+        extra = "" if self.threshold is None else f" s={self.threshold:g}"
+        extra += "" if self.density is None else f" d={self.density:g}"
+        return f"{self.model} {self.height}x{self.width} b{self.batch} {self.dtype}{extra}"
+
+
+def resolve_device(device: str) -> str:
+    """'auto' → cuda if available else cpu; 'cuda' without a GPU is a clear error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but no CUDA device is available; use --device cpu (or auto)")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def lr_test_image(height: int, width: int, path: str | None = None) -> torch.Tensor:
+    """The LR image used for threshold masks: a given file, or a built-in synthetic one; (1, 3, H, W) in [-1, 1].
+
+    The synthetic image is a smooth background with a few sharp-edged discs and stripes (flat regions, edges and
+    texture), deterministic for a given size.  Real images come with the evaluation image sets.
+    """
+    if path is not None:
+        from matplotlib import image as mpimg
+
+        try:
+            img = torch.as_tensor(mpimg.imread(path), dtype=torch.float32)
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a bad input file
+            raise ValueError(f"cannot read image {path}: {e}; give a PNG/JPEG/TIFF file") from None
+        if img.max() > 1.5:
+            img = img / 255.0
+        img = img[..., :3] if img.ndim == 3 else img[..., None].expand(-1, -1, 3)
+        img = img.permute(2, 0, 1)[None]
+        img = torch.nn.functional.interpolate(img, size=(height, width), mode="bicubic", align_corners=False)
+        return (img.clamp(0, 1) - 0.5) / 0.5
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    base = 0.3 + 0.2 * xs
+    for cy, cx, r, v in ((0.3, 0.3, 0.12, 0.9), (0.65, 0.7, 0.18, 0.1), (0.75, 0.25, 0.08, 0.6)):
+        base = torch.where((ys - cy) ** 2 + (xs - cx) ** 2 < r * r, torch.full_like(base, v), base)
+    stripes = (ys > 0.1) & (ys < 0.25) & (xs > 0.55) & (xs < 0.9)
+    base = torch.where(stripes, 0.5 + 0.4 * torch.sign(torch.sin(xs * 120)), base)
+    img = torch.stack([base, base * 0.9, base * 0.8])[None]
+    return (img.clamp(0, 1) - 0.5) / 0.5
+
+
+def _cell_mask(cell: Cell, model: torch.nn.Module) -> torch.Tensor | None:
+    """The patch-grid mask of a QDM cell (None: dense path), computed on the CPU from real data."""
+    if cell.threshold is None and cell.density is None:
+        return None
+    if cell.threshold is not None and cell.density is not None:
+        raise ValueError("give either a threshold or a density, not both")
+    from qdm.quadtree import quadtree_mask, random_window_mask
+
+    gh, gw = cell.height // model.down_patch, cell.width // model.down_patch
+    if cell.density is not None:
+        g = torch.Generator().manual_seed(cell.seed)
+        return random_window_mask(cell.batch, gh, gw, model.window, cell.density, generator=g)
+    lr = lr_test_image(cell.height, cell.width, cell.image).expand(cell.batch, -1, -1, -1)
+    return quadtree_mask(lr, (gh, gw), cell.threshold)
+
+
+def _validate(cell: Cell) -> tuple[Any, torch.nn.Module]:
+    """Check the cell before any compute; returns (ModelInfo, the model built on the meta device)."""
+    info = resolve(cell.model)
+    if cell.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {cell.dtype!r}; use one of {', '.join(DTYPES)}")
+    unknown = set(cell.metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; use {', '.join(METRICS)}")
+    if cell.batch < 1:
+        raise ValueError(f"batch must be at least 1, got {cell.batch}")
+    if (cell.threshold is not None or cell.density is not None) and not info.uses_mask:
+        pass  # a mask request is simply irrelevant for mask-free models; the row records it as given
+    with torch.device("meta"):
+        meta_model = create_model(cell.model, **cell.overrides())
+    multiple = getattr(meta_model, "input_multiple", info.multiple)
+    if cell.height % multiple or cell.width % multiple or cell.height <= 0 or cell.width <= 0:
+        raise ModelError(f"{cell.model} needs H and W to be positive multiples of {multiple}, got "
+                         f"{cell.height}x{cell.width}; use e.g. {max(multiple, cell.height // multiple * multiple)}")
+    return info, meta_model
+
+
+def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure one cell in this process and return its result row (raises on bad input or failure)."""
+    from qdm_bench.macs import count_macs
+    from qdm_bench.measure import (
+        environment_info, estimate_peak_memory, peak_memory_cpu, peak_memory_cuda, time_fn,
+    )
+    from qdm_bench.params import count_parameters
+
+    t_start = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    info, meta_model = _validate(cell)
+    if cell.threads is not None and cell.device == "cpu":
+        torch.set_num_threads(cell.threads)
+    counts = count_parameters(meta_model)
+    uses_mask = info.uses_mask
+    mask = _cell_mask(cell, meta_model) if uses_mask else None
+    row = empty_row(
+        key=cell.key, model=cell.model, family=info.family, space=info.space, params=counts["learnable"],
+        params_paper=counts["paper"], height=cell.height, width=cell.width, batch=cell.batch, dtype=cell.dtype,
+        device=cell.device, compile=cell.compile, threshold=cell.threshold, density=cell.density,
+        window=getattr(meta_model, "window", None) if uses_mask else None,
+        patch=getattr(meta_model, "up_patch", getattr(meta_model, "patch", None)), num_steps=info.num_steps,
+    )
+    plan = None
+    if uses_mask:
+        plan = meta_model.plan(mask, cell.batch, cell.height, cell.width)
+        row.update(active_windows=plan.n_selected, total_windows=plan.n_windows, window_density=plan.density,
+                   patch_density=1.0 if mask is None else float(mask.float().mean()))
+
+    real_run = cell.device != "cpu" or max(cell.height, cell.width) <= cell.cpu_max_res
+    notes = []
+    estimated = None
+    if "macs" in cell.metrics:
+        say("macs")
+        with_memory = "memory" in cell.metrics and not real_run  # one meta pass serves both
+        mc = count_macs(cell.model, (cell.height, cell.width), cell.batch, mask=mask, estimate_memory=with_memory,
+                        **cell.overrides())
+        row.update(macs=mc.macs, attention_macs=mc.attention_macs, macs_per_sr=mc.macs_per_sr)
+        estimated = mc.memory
+    if "memory" in cell.metrics or "speed" in cell.metrics:
+        if real_run:
+            model, fn = _build_real(cell, mask)
+            if "memory" in cell.metrics:
+                say("memory")
+                mem = peak_memory_cuda(fn, cell.device) if cell.device != "cpu" else peak_memory_cpu(fn)
+                row.update(peak_mem_bytes=mem.peak_bytes, peak_reserved_bytes=mem.peak_reserved_bytes,
+                           mem_method=mem.method, mem_estimated=mem.estimated)
+            if "speed" in cell.metrics:
+                say("warm-up")
+                deadline = time.perf_counter() + cell.warmup_s
+                for i in range(max(1, cell.warmup)):
+                    fn()
+                    if time.perf_counter() > deadline:
+                        break
+                say("timing")
+                tm = time_fn(fn, cell.device, warmup=0, reps=cell.reps, max_time=cell.max_time_s)
+                row.update(latency_median_ms=tm.median_ms, latency_p10_ms=tm.p10_ms, latency_p90_ms=tm.p90_ms,
+                           latency_n=tm.n, throughput_img_s=cell.batch * 1000.0 / tm.median_ms)
+                if plan is not None:
+                    row["windows_per_s"] = plan.n_selected * 1000.0 / tm.median_ms
+            del model
+        else:
+            if "memory" in cell.metrics:
+                say("memory (estimated)")
+                mem = estimated or estimate_peak_memory(*_meta_builders(cell, mask))
+                row.update(peak_mem_bytes=mem.peak_bytes, mem_method=mem.method, mem_estimated=True)
+                if cell.dtype != "fp32":
+                    notes.append(f"estimated memory assumes fp32 activations (no autocast on the meta device); "
+                                 f"{cell.dtype} needs less")
+            if "speed" in cell.metrics:
+                notes.append(f"speed not measured: {cell.height}x{cell.width} on CPU is above --cpu-max-res "
+                             f"{cell.cpu_max_res}; raise it to force a (slow) CPU run")
+    env = environment_info(cell.device)
+    row.update(threads=torch.get_num_threads(), device_name=env.get("device_name"),
+               torch_version=env.get("torch_version"), cuda_version=env.get("cuda_version"),
+               git_commit=env.get("git_commit"), timestamp=env.get("timestamp"), status="ok",
+               message="; ".join(notes) or None, elapsed_s=time.perf_counter() - t_start)
+    return row
+
+
+def _inputs(cell: Cell, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    info = resolve(cell.model)
+    g = torch.Generator().manual_seed(cell.seed)
+    x = torch.randn(cell.batch, info.in_channels, cell.height, cell.width, generator=g)
+    lq = torch.randn(cell.batch, info.lq_channels, cell.height, cell.width, generator=g)
+    t = torch.randint(0, info.num_steps, (cell.batch,), generator=g)
+    return x.to(device), t.to(device), lq.to(device)
+
+
+def _build_real(cell: Cell, mask: torch.Tensor | None):
+    """Model (fp32 weights, autocast for bf16/fp16) and a no-grad forward closure on the cell's device."""
+    from qdm_bench.measure import autocast_context
+
+    model = create_model(cell.model, **cell.overrides()).to(cell.device).eval()
+    runner = torch.compile(model) if cell.compile else model
+    x, t, lq = _inputs(cell, cell.device)
+    m = None if mask is None else mask.to(cell.device)
+
+    def fn():
+        with torch.inference_mode(), autocast_context(cell.device, cell.dtype):
+            return runner(x, t, lq, mask=m)
+
+    return model, fn
+
+
+def _meta_builders(cell: Cell, mask: torch.Tensor | None):
+    """(model factory, forward factory) for the fake-tensor memory estimate on the meta device."""
+
+    def build_model():
+        return create_model(cell.model, **cell.overrides()).eval()
+
+    def build_forward(model):
+        # Runs outside the meta device context: the window selection (data dependent: torch.ones / nonzero on the
+        # real CPU mask, or all windows for mask None) is planned here; only the computation runs on meta.
+        x, t, lq = (z.to("meta") for z in _inputs(cell, "cpu"))
+        plan = None
+        if hasattr(model, "plan") and hasattr(model, "forward_planned"):
+            plan = model.plan(None if mask is None else mask.cpu(), cell.batch, cell.height, cell.width)
+        m = None if mask is None else mask.to("meta")
+
+        def fn():
+            with torch.no_grad():
+                return model(x, t, lq) if plan is None else model.forward_planned(x, t, lq, plan, m)
+
+        return fn
+
+    return build_model, build_forward
+
+
+# -- running many cells ------------------------------------------------------------------------------------------
+
+@dataclass
+class RunReport:
+    """What happened in a run: rows measured now, how many cells were found finished, and every cell's row in order."""
+
+    measured: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _error_row(cell: Cell, status: str, message: str, elapsed: float) -> dict[str, Any]:
+    try:
+        info = resolve(cell.model)
+        family, space = info.family, info.space
+    except ModelError:
+        family = space = None
+    return empty_row(key=cell.key, model=cell.model, family=family, space=space, height=cell.height,
+                     width=cell.width, batch=cell.batch, dtype=cell.dtype, device=cell.device, compile=cell.compile,
+                     threshold=cell.threshold, density=cell.density, window=cell.window, patch=cell.patch,
+                     status=status, message=message[:2000], elapsed_s=elapsed,
+                     timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def run_in_subprocess(cell: Cell, timeout: float | None = None) -> dict[str, Any]:
+    """Measure a cell in a fresh Python process; failures, timeouts and kills become error/oom rows."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="qdm-bench-") as tmp:
+        out = Path(tmp) / "row.json"
+        env = dict(os.environ)
+        if cell.threads is not None and cell.device == "cpu":
+            env.update(OMP_NUM_THREADS=str(cell.threads), MKL_NUM_THREADS=str(cell.threads))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "qdm_bench.worker", str(out)],
+                                  input=json.dumps(dataclasses.asdict(cell)), text=True, capture_output=True,
+                                  timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return _error_row(cell, "error", f"timed out after {timeout:.0f} s", time.perf_counter() - t0)
+        if out.exists():
+            return json.loads(out.read_text())
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()
+        why = tail[-1] if tail else "no output"
+        if proc.returncode < 0:
+            sig = -proc.returncode
+            why = f"killed by signal {sig}" + (" (likely the out-of-memory killer)" if sig == 9 else "")
+        return _error_row(cell, "error", f"worker exited with code {proc.returncode}: {why}",
+                          time.perf_counter() - t0)
+
+
+def needs_isolation(cell: Cell) -> bool:
+    """True when the cell allocates real tensors (memory or speed on a real run); meta-only work needs no process."""
+    real = cell.device != "cpu" or max(cell.height, cell.width) <= cell.cpu_max_res
+    return real and bool({"memory", "speed"} & set(cell.metrics))
+
+
+def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "auto", timeout: float | None = None,
+              on_start: Callable[[Cell], None] | None = None,
+              on_done: Callable[[Cell, dict[str, Any]], None] | None = None) -> RunReport:
+    """Measure cells not yet finished in ``out``, appending each row as soon as it exists.
+
+    ``isolate``: ``"auto"`` (default) runs every cell that allocates real tensors in a fresh subprocess and
+    meta-only cells (parameters, MACs, estimated memory) here; ``True`` isolates every cell; ``False`` none.
+    A cell already finished in ``out`` is not measured again: its stored row is reported with ``cached=True``.
+    """
+    from qdm_bench.results import FINISHED, read_results
+
+    previous = {r.get("key"): r for r in (read_results(out) if Path(out).exists() else [])
+                if r.get("status") in FINISHED}
+    report = RunReport()
+    for cell in cells:
+        if cell.key in previous:
+            report.skipped += 1
+            row = dict(previous[cell.key], cached=True)
+            report.rows.append(row)
+            if on_done:
+                on_done(cell, row)
+            continue
+        if on_start:
+            on_start(cell)
+        sub = needs_isolation(cell) if isolate == "auto" else bool(isolate)
+        row = run_in_subprocess(cell, timeout) if sub else measure_in_process(cell)
+        append_result(out, row)
+        if row.get("status") in FINISHED:
+            previous[cell.key] = row
+        report.measured.append(row)
+        report.rows.append(row)
+        if on_done:
+            on_done(cell, row)
+    return report
+
+
+def measure_in_process(cell: Cell) -> dict[str, Any]:
+    """Measure a cell here, turning out-of-memory and other failures into rows."""
+    from qdm_bench.measure import is_oom
+
+    t0 = time.perf_counter()
+    try:
+        return measure_cell(cell)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a result row
+        if is_oom(e):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return _error_row(cell, "oom", str(e).splitlines()[0] if str(e) else "out of memory",
+                              time.perf_counter() - t0)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return _error_row(cell, "error", f"{type(e).__name__}: {msg}", time.perf_counter() - t0)
