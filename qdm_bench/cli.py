@@ -21,12 +21,29 @@ class FriendlyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         from qdm_bench.registry import ModelError
 
+        from qdm_bench.results import ResultsError
+
         try:
             return super().invoke(ctx)
-        except (ModelError, ValueError, FileNotFoundError, RuntimeError) as e:
-            if isinstance(e, click.ClickException):
-                raise
-            raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # --help / --version exits, Ctrl-C and Click's own usage errors keep their behaviour
+        except torch_oom_types() as e:
+            raise click.ClickException(f"out of memory: {_first_line(e)}; lower --res or --batch, or use a device "
+                                       "with more memory") from None
+        except (ModelError, ResultsError, ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+            raise click.ClickException(_first_line(e)) from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def torch_oom_types() -> tuple[type, ...]:
+    """Out-of-memory exception types (torch's when importable)."""
+    import torch
+
+    return (torch.OutOfMemoryError, MemoryError)
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -135,6 +152,8 @@ def measurement_options(default_res: str | None = "1024"):
                          help="Fresh subprocess per cell: auto = for cells that run real tensors (memory, speed)."),
             click.option("--format", "fmt", type=click.Choice(["simple", "github", "latex"]), default="simple",
                          show_default=True, help="Summary table format."),
+            click.option("--summary", type=click.Path(dir_okay=False), default=None,
+                         help="Also write the summary (command, device, software, table, notes) as Markdown here."),
         ]
         for opt in reversed(opts):
             fn = opt(fn)
@@ -145,7 +164,7 @@ def measurement_options(default_res: str | None = "1024"):
 
 def _measure(command: str, metrics: tuple[str, ...], models, res, batches, device, dtypes, thresholds, densities,
              image, window, patch, chunk_size, out, threads, cpu_max_res, use_compile, warmup, reps, max_time,
-             timeout, isolate, fmt, default_cpu_res: str = "1024") -> list[dict]:
+             timeout, isolate, fmt, summary=None, default_cpu_res: str = "1024") -> list[dict]:
     """Build the cells, run them with a progress bar, print the summary table; returns the rows."""
     from pathlib import Path
 
@@ -202,7 +221,7 @@ def _measure(command: str, metrics: tuple[str, ...], models, res, batches, devic
         notes.append(f"{report.skipped} cell(s) were already finished in {out_path} and were not re-measured "
                      "(delete the file or use another --out to measure again).")
     if any(r.get("mem_estimated") for r in report.rows):
-        notes.append("(est.) = estimated peak memory: a meta-device trace of live tensor bytes (MemTracker), fused "
+        notes.append("(est.) = estimated peak memory: a meta-device trace of live tensor bytes, fused "
                      "attention assumed; a lower bound (no allocator rounding, workspaces or CUDA context). "
                      f"Real runs happen on CUDA, or on CPU up to --cpu-max-res {cpu_max_res}.")
     if dev == "cpu" and "speed" in metrics and any(r.get("latency_median_ms") is None and r.get("status") == "ok"
@@ -220,7 +239,32 @@ def _measure(command: str, metrics: tuple[str, ...], models, res, batches, devic
                      "on the next run.")
     for n in notes:
         click.echo(n, err=True)
+    if summary:
+        _write_summary(Path(summary), command, dev, out_path, report.rows, notes)
+        click.echo(f"summary written to {summary}", err=True)
     return report.rows
+
+
+def _write_summary(path, command: str, device: str, out_path, rows, notes) -> None:
+    """Markdown summary of a run: the exact command, device and software, the table and the notes."""
+    import shlex
+
+    from qdm_bench.measure import environment_info
+    from qdm_bench.sweep import summary_table
+
+    env = environment_info(device)
+    names = sorted({str(r.get("device_name")) for r in rows if r.get("device_name")}) or [env["device_name"]]
+    lines = [
+        f"# qdm-bench {command}", "",
+        "Command: `qdm-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "`", "",
+        f"* device: {device} ({', '.join(names)})",
+        f"* torch {env['torch_version']}, CUDA {env['cuda_version']}, qdm-bench {__version__}, "
+        f"git {env['git_commit'] or 'unknown'}{' (dirty)' if env['git_dirty'] else ''}",
+        f"* results file: `{out_path}`; written {env['timestamp']}", "",
+        summary_table(rows, tablefmt="github"), "",
+    ] + [f"* {n}" for n in notes]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 EPILOG_PARAMS = """\b

@@ -83,3 +83,18 @@ def test_example_inputs_validate_resolution_and_build_masks():
     windows = ex["mask"].reshape(2, 4, 8, 6, 8).amax((2, 4))
     assert torch.all(windows.mean((1, 2)) == 0.5)
     assert example_inputs("dit-s/8", 64)["mask"] is None
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_runs_a_forward_on_cpu(name):
+    """Smallest valid size ≥ 16 (Swin: 64), batch 2; output has x_t's shape and dtype; a mask is accepted."""
+    info = model_info(name)
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    res = max(16, getattr(model, "input_multiple", info.multiple))
+    ex = example_inputs(name, res, batch=2, density=0.5 if info.uses_mask else None)
+    mask = ex["mask"] if info.uses_mask else torch.ones(2, res // 2, res // 2, dtype=torch.bool)
+    with torch.no_grad():
+        out = model(ex["x_t"], ex["t"], ex["lq"], mask=mask)
+    assert out.shape == (2, info.out_channels, res, res) and out.dtype == ex["x_t"].dtype
+    assert torch.isfinite(out).all()
