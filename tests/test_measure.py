@@ -17,7 +17,6 @@ from qdm_bench.measure import (
     environment_info,
     estimate_peak_memory,
     is_oom,
-    peak_memory_cpu,
     percentile,
     time_fn,
 )
