@@ -352,9 +352,12 @@ def _print_breakdowns(rows, tool: str, depth: int, kw) -> None:
         else:
             br = mac_breakdown(cell.model, (cell.height, cell.width), cell.batch, mask=mask, depth=depth,
                                **cell.overrides())
-            click.echo(tabulate([["  " * b["depth"] + b["module"].split(".")[-1] if b["depth"] else b["module"],
-                                  f"{b['macs'] / 1e9:,.3f}", f"{100 * b['share']:.1f}"] for b in br],
-                                headers=["module", "GMACs", "%"], tablefmt="simple", disable_numparse=True))
+            def order(b):  # natural order of dotted paths: blocks.2 before blocks.10
+                return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in b["module"].split(".")]
+
+            click.echo(tabulate([[b["module"], f"{b['macs'] / 1e9:,.3f}", f"{100 * b['share']:.1f}"]
+                                 for b in sorted(br, key=order)],
+                                headers=["module", "GMACs", "% of total"], tablefmt="simple", disable_numparse=True))
 
 
 @main.command(epilog=EPILOG_MEMORY)

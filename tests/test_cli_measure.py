@@ -181,3 +181,11 @@ def test_user_model_from_a_module_is_listed_and_measured(tmp_path, monkeypatch):
     finally:
         registry._REGISTRY.pop("user_nets:net", None)
         sys.modules.pop("user_nets", None)
+
+
+@pytest.mark.parametrize("res,tool,needle", [("32", "auto", "fvcore"), ("1024", "auto", "exact meta-device count")])
+def test_macs_breakdown_tables(tmp_path, res, tool, needle):
+    result = invoke("macs", "-m", "dit-s/8", "--res", res, "--breakdown", "--breakdown-tool", tool,
+                    "-o", str(tmp_path / "r.jsonl"))
+    assert result.exit_code == 0, result.output
+    assert needle in result.output and "blocks" in result.output
