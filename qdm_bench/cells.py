@@ -54,7 +54,9 @@ class Cell:
     warmup_s: float = 20.0  # warm-up stops after this many seconds (at least one call)
     reps: int = 30
     max_time_s: float = 60.0  # timed repetitions stop after this many seconds (at least 3)
-    image: str | None = None  # LR image for threshold masks (default: the built-in synthetic test image)
+    image: str | None = None  # LR image for threshold masks: a file, or a built-in key "set:name"; None = synthetic
+    image_size: int | None = None  # HR side the image is cropped/resized to before degradation (None: native)
+    scale: int = 4  # LR degradation factor (bicubic) for image masks
     seed: int = 0
 
     def overrides(self) -> dict[str, Any]:
@@ -81,6 +83,9 @@ class Cell:
         """Short human-readable name for progress bars."""
         extra = "" if self.threshold is None else f" s={self.threshold:g}"
         extra += "" if self.density is None else f" d={self.density:g}"
+        extra += "" if self.window is None else f" win={self.window}"
+        extra += "" if self.patch is None else f" patch={self.patch}"
+        extra += "" if self.image is None else f" [{self.image}]"
         return f"{self.model} {self.height}x{self.width} b{self.batch} {self.dtype}{extra}"
 
 
@@ -181,6 +186,7 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
         key=cell.key, model=cell.model, family=info.family, space=info.space, params=counts["learnable"],
         params_paper=counts["paper"], height=cell.height, width=cell.width, batch=cell.batch, dtype=cell.dtype,
         device=cell.device, compile=cell.compile, threshold=cell.threshold, density=cell.density,
+        image=cell.image, image_size=cell.image_size if cell.image else None, scale=cell.scale if cell.image else None,
         window=getattr(meta_model, "window", None) if uses_mask else None,
         patch=getattr(meta_model, "up_patch", getattr(meta_model, "patch", None)), num_steps=info.num_steps,
     )
@@ -310,7 +316,7 @@ def _error_row(cell: Cell, status: str, message: str, elapsed: float) -> dict[st
     return empty_row(key=cell.key, model=cell.model, family=family, space=space, height=cell.height,
                      width=cell.width, batch=cell.batch, dtype=cell.dtype, device=cell.device, compile=cell.compile,
                      threshold=cell.threshold, density=cell.density, window=cell.window, patch=cell.patch,
-                     status=status, message=message[:2000], elapsed_s=elapsed,
+                     image=cell.image, status=status, message=message[:2000], elapsed_s=elapsed,
                      timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
@@ -347,38 +353,100 @@ def needs_isolation(cell: Cell) -> bool:
 
 def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "auto", timeout: float | None = None,
               on_start: Callable[[Cell], None] | None = None,
-              on_done: Callable[[Cell, dict[str, Any]], None] | None = None) -> RunReport:
+              on_done: Callable[[Cell, dict[str, Any]], None] | None = None, jobs: int = 1,
+              executor: str = "local", slurm: dict[str, Any] | None = None) -> RunReport:
     """Measure cells not yet finished in ``out``, appending each row as soon as it exists.
 
     ``isolate``: ``"auto"`` (default) runs every cell that allocates real tensors in a fresh subprocess and
     meta-only cells (parameters, MACs, estimated memory) here; ``True`` isolates every cell; ``False`` none.
+    ``jobs`` > 1 runs that many isolated cells at once (local executor; every cell then gets its own process).
+    ``executor="slurm"`` submits each cell as a Slurm job through submitit (``slurm``: submitit parameters such as
+    ``slurm_partition``, ``timeout_min``, ``gpus_per_node``; ``folder`` for logs); rows are gathered into ``out``.
     A cell already finished in ``out`` is not measured again: its stored row is reported with ``cached=True``.
     """
     from qdm_bench.results import FINISHED, read_results
 
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    if executor not in ("local", "slurm"):
+        raise ValueError(f"unknown executor {executor!r}; use local or slurm")
+    cells = list(cells)
     previous = {r.get("key"): r for r in (read_results(out) if Path(out).exists() else [])
                 if r.get("status") in FINISHED}
     report = RunReport()
+    rows: dict[str, dict[str, Any]] = {}
+    pending: list[Cell] = []
     for cell in cells:
         if cell.key in previous:
             report.skipped += 1
-            row = dict(previous[cell.key], cached=True)
-            report.rows.append(row)
+            rows[cell.key] = dict(previous[cell.key], cached=True)
             if on_done:
-                on_done(cell, row)
-            continue
-        if on_start:
-            on_start(cell)
-        sub = needs_isolation(cell) if isolate == "auto" else bool(isolate)
-        row = run_in_subprocess(cell, timeout) if sub else measure_in_process(cell)
+                on_done(cell, rows[cell.key])
+        elif cell.key not in {c.key for c in pending}:
+            pending.append(cell)
+
+    def finish(cell: Cell, row: dict[str, Any]) -> None:
         append_result(out, row)
-        if row.get("status") in FINISHED:
-            previous[cell.key] = row
+        rows[cell.key] = row
         report.measured.append(row)
-        report.rows.append(row)
         if on_done:
             on_done(cell, row)
+
+    if executor == "slurm":
+        _run_submitit(pending, finish, on_start, slurm or {})
+    elif jobs > 1:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {}
+            for cell in pending:
+                if on_start:
+                    on_start(cell)
+                futures[pool.submit(run_in_subprocess, cell, timeout)] = cell
+            for fut in as_completed(futures):
+                finish(futures[fut], fut.result())
+    else:
+        for cell in pending:
+            if on_start:
+                on_start(cell)
+            sub = needs_isolation(cell) if isolate == "auto" else bool(isolate)
+            finish(cell, run_in_subprocess(cell, timeout) if sub else measure_in_process(cell))
+    report.rows = [rows[c.key] for c in dict((c.key, c) for c in cells).values() if c.key in rows]
     return report
+
+
+def measure_cell_dict(cell: dict[str, Any]) -> dict[str, Any]:
+    """Measure a cell given as a dict (picklable entry point for cluster executors)."""
+    cell = dict(cell, metrics=tuple(cell["metrics"]))
+    return measure_in_process(Cell(**cell))
+
+
+def _run_submitit(cells: list[Cell], finish, on_start, params: dict[str, Any]) -> None:
+    """Submit every cell as its own job with submitit and record rows as jobs complete."""
+    try:
+        import submitit
+    except ImportError:
+        raise ImportError("--executor slurm needs submitit: pip install submitit (or qdm-bench[slurm])") from None
+    params = dict(params)
+    folder = params.pop("folder", "results/submitit/%j")
+    cluster = params.pop("cluster", None)
+    ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params.setdefault("timeout_min", 60)
+    if ex.cluster == "slurm":
+        params.setdefault("gpus_per_node", 1)
+    ex.update_parameters(**params)
+    jobs = {}
+    for cell in cells:
+        if on_start:
+            on_start(cell)
+        jobs[ex.submit(measure_cell_dict, dataclasses.asdict(cell))] = cell
+    for job in submitit.helpers.as_completed(list(jobs)):
+        cell = jobs[job]
+        try:
+            row = job.result()
+        except Exception as e:  # noqa: BLE001 - a failed job is a result row
+            row = _error_row(cell, "error", f"job {job.job_id} failed: {str(e).strip().splitlines()[-1][:300]}", 0.0)
+        finish(cell, row)
 
 
 def measure_in_process(cell: Cell) -> dict[str, Any]:

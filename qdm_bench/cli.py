@@ -118,8 +118,6 @@ def measurement_options(default_res: str | None = "1024"):
                          help="Input resolution, N or HxW; repeatable. Default: "
                               + (default_res or "1024 on CUDA, 128 on CPU") + "."),
             click.option("--batch", "-b", "batches", multiple=True, type=int, help="Batch size; repeatable. Default 1."),
-            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                         help="auto = cuda when available, else cpu."),
             click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["fp32", "bf16", "fp16"]),
                          help="fp32, or bf16/fp16 autocast (weights stay fp32); repeatable. Default fp32."),
             click.option("--threshold", "-s", "thresholds", multiple=True, type=float,
@@ -132,6 +130,20 @@ def measurement_options(default_res: str | None = "1024"):
             click.option("--window", type=int, default=None, help="QDM: downstream window size (ablation)."),
             click.option("--patch", type=int, default=None, help="QDM: upstream patch; DiT: patch (ablation)."),
             click.option("--chunk-size", type=int, default=None, help="QDM: windows per chunk (default 64)."),
+        ]
+        fn = execution_options(fn)  # applied first, so listed after the selection options in --help
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return deco
+
+
+def execution_options(fn):
+    """Options of every command that runs cells: device, results file, isolation, executor, timing budget."""
+    opts = [
+            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                         help="auto = cuda when available, else cpu."),
             click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
                          help="Results file (JSON lines), appended as cells finish; re-running resumes. "
                               "Default results/<command>.jsonl."),
@@ -154,37 +166,76 @@ def measurement_options(default_res: str | None = "1024"):
                          show_default=True, help="Summary table format."),
             click.option("--summary", type=click.Path(dir_okay=False), default=None,
                          help="Also write the summary (command, device, software, table, notes) as Markdown here."),
-        ]
-        for opt in reversed(opts):
-            fn = opt(fn)
-        return fn
-
-    return deco
+            click.option("--jobs", "-j", type=int, default=1, show_default=True,
+                         help="Local executor: cells measured at once, each in its own process (timings interfere "
+                              "on small machines; use 1 for speed)."),
+            click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+                         help="slurm: one job per cell through submitit (pip install submitit), one GPU each."),
+            click.option("--slurm-partition", default=None, help="Slurm partition for --executor slurm."),
+            click.option("--slurm-time", type=int, default=60, show_default=True,
+                         help="Slurm time limit per cell, minutes."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
 
 
 def _measure(command: str, metrics: tuple[str, ...], models, res, batches, device, dtypes, thresholds, densities,
              image, window, patch, chunk_size, out, threads, cpu_max_res, use_compile, warmup, reps, max_time,
-             timeout, isolate, fmt, summary=None, default_cpu_res: str = "1024") -> list[dict]:
-    """Build the cells, run them with a progress bar, print the summary table; returns the rows."""
-    from pathlib import Path
+             timeout, isolate, fmt, summary=None, default_cpu_res: str = "1024", jobs: int = 1,
+             executor: str = "local", slurm_partition=None, slurm_time: int = 60) -> list[dict]:
+    """Build the cells of a measurement command and execute them (see :func:`_execute`)."""
+    from qdm_bench.sweep import expand_models, make_cells
 
-    from qdm_bench.cells import needs_isolation, resolve_device, run_cells
-    from qdm_bench.sweep import expand_models, make_cells, summary_table
+    kw = _cell_kwargs(device, threads, cpu_max_res, use_compile, warmup, reps, max_time)
+    names = expand_models(models)
+    resolutions = _res_list(res, "1024" if kw["device"] != "cpu" else default_cpu_res)
+    _check_image(image)
+    cells = make_cells(names, resolutions, batches=batches or (1,), dtypes=dtypes or ("fp32",),
+                       thresholds=thresholds or (None,), densities=densities or (None,), metrics=metrics, image=image,
+                       window=window, patch=patch, chunk_size=chunk_size, **kw)
+    return _execute(command, cells, metrics, out, isolate, timeout, fmt, summary, threads, cpu_max_res, jobs,
+                    executor, _slurm_params(slurm_partition, slurm_time))
+
+
+def _slurm_params(partition, minutes) -> dict:
+    params = {"timeout_min": minutes}
+    if partition:
+        params["slurm_partition"] = partition
+    return params
+
+
+def _cell_kwargs(device, threads, cpu_max_res, use_compile, warmup, reps, max_time) -> dict:
+    """Cell settings shared by every command: device, threads (1 on CPU by default), timing budget."""
+    from qdm_bench.cells import resolve_device
 
     dev = resolve_device(device)
-    names = expand_models(models)
-    resolutions = _res_list(res, "1024" if dev != "cpu" else default_cpu_res)
     if threads is not None and threads < 1:
         raise click.BadParameter("must be at least 1", param_hint="--threads")
-    cells = make_cells(
-        names, resolutions, batches=batches or (1,), dtypes=dtypes or ("fp32",), thresholds=thresholds or (None,),
-        densities=densities or (None,), metrics=metrics, device=dev,
-        threads=(threads or 1) if dev == "cpu" else threads, cpu_max_res=cpu_max_res, compile=use_compile,
-        warmup=warmup, reps=reps, max_time_s=max_time, image=image, window=window, patch=patch,
-        chunk_size=chunk_size,
-    )
-    if image is not None and not Path(image).is_file():
+    return dict(device=dev, threads=(threads or 1) if dev == "cpu" else threads, cpu_max_res=cpu_max_res,
+                compile=use_compile, warmup=warmup, reps=reps, max_time_s=max_time)
+
+
+def _check_image(image) -> None:
+    from pathlib import Path
+
+    if image is not None and ":" not in str(image) and not Path(image).is_file():
         raise click.BadParameter(f"{image} does not exist or is not a file", param_hint="--image")
+
+
+def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, threads, cpu_max_res, jobs=1,
+             executor="local", slurm=None) -> list[dict]:
+    """Run cells with a progress bar (resuming from ``out``), print the summary table and notes; returns the rows."""
+    from pathlib import Path
+
+    from qdm_bench.cells import needs_isolation, run_cells
+    from qdm_bench.sweep import summary_table
+
+    if not cells:
+        raise click.ClickException("nothing to measure: the options select no cell")
+    dev = cells[0].device
+    names = list(dict.fromkeys(c.model for c in cells))
+    resolutions = list(dict.fromkeys((c.height, c.width) for c in cells))
     out_path = Path(out or f"results/{command}.jsonl")
     iso = {"auto": "auto", "always": True, "never": False}[isolate]
     n_real = sum(needs_isolation(c) for c in cells)
@@ -210,7 +261,8 @@ def _measure(command: str, metrics: tuple[str, ...], models, res, batches, devic
                 click.echo(f"  [{done_count[0]}/{len(cells)}] {cell.label()}: {status}{msg}", err=True)
 
         try:
-            report = run_cells(cells, out_path, isolate=iso, timeout=timeout, on_start=on_start, on_done=on_done)
+            report = run_cells(cells, out_path, isolate=iso, timeout=timeout, on_start=on_start, on_done=on_done,
+                               jobs=jobs, executor=executor, slurm=slurm)
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted: {done_count[0]} finished cell(s) are saved in {out_path}; re-run the same "
                        "command to resume", err=True)
@@ -387,6 +439,159 @@ def speed(**kw) -> None:
 def run(**kw) -> None:
     """All measurements (parameters, MACs, peak memory, speed) for every cell, one fresh subprocess per cell."""
     _measure("run", ("params", "macs", "memory", "speed"), **kw)
+
+
+# -- ablations ---------------------------------------------------------------------------------------------------
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"give comma-separated integers, got {text!r}", param_hint=what) from None
+    if not values or any(v <= 0 for v in values):
+        raise click.BadParameter(f"give positive integers, got {text!r}", param_hint=what)
+    return values
+
+
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"give comma-separated numbers, got {text!r}", param_hint=what) from None
+    if not values:
+        raise click.BadParameter("give at least one value", param_hint=what)
+    return values
+
+
+def _ablation_metrics(speed: bool, memory: bool) -> tuple[str, ...]:
+    return ("params", "macs") + (("memory",) if memory else ()) + (("speed",) if speed else ())
+
+
+@main.group(cls=FriendlyGroup)
+def ablate() -> None:
+    """Ablation sweeps of the paper (Tables 3, 4, 6) and cost vs resolution; resumable, one results file.
+
+    \b
+    Examples:
+      qdm-bench ablate threshold --images builtin --limit 4
+      qdm-bench ablate window -m qdm-b --res 128
+      qdm-bench ablate patch -m qdm-b --res 128
+      qdm-bench ablate res --res 256,512,1024,2048
+    """
+
+
+EPILOG_THRESHOLD = """\b
+Examples:
+  qdm-bench ablate threshold                                  # QDM-L, built-in images, default thresholds
+  qdm-bench ablate threshold -m qdm-s --images ct --scale 8 --thresholds 0,0.15,0.9
+  qdm-bench ablate threshold --images ./my_slices --speed --res 64
+"""
+
+
+@ablate.command("threshold", epilog=EPILOG_THRESHOLD)
+@click.option("--model", "-m", default="qdm-l", show_default=True, help="QDM size (Tables 3 and 6 use QDM-L).")
+@click.option("--images", "-i", default="builtin", show_default=True,
+              help="A built-in image set (builtin, natural, medical, ct, phantoms) or a folder / file of "
+                   "PNG/JPEG/TIFF/DICOM images.")
+@click.option("--limit", type=int, default=None, help="Use at most this many images.")
+@click.option("--image-size", type=int, default=512, show_default=True,
+              help="HR side: images are center-cropped to a square and resized to it before degradation.")
+@click.option("--scale", type=int, default=4, show_default=True, help="LR degradation: bicubic down-scaling factor.")
+@click.option("--res", "res", default="128", show_default=True,
+              help="Model input (the paper's 128x128 latent tile); the mask is pooled from the LR image to its grid.")
+@click.option("--thresholds", default="0,0.03,0.06,0.09,0.15,0.3,0.6,0.9", show_default=True,
+              help="Comma-separated thresholds (LR images in [-1, 1]).")
+@click.option("--speed", is_flag=True, help="Also measure latency of every cell (slow on CPU).")
+@click.option("--memory", is_flag=True, help="Also measure (or estimate) peak memory.")
+@execution_options
+def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, speed, memory, **ex) -> None:
+    """Threshold sweep: per image, the full-mask row first, then each threshold: density, active windows, MACs."""
+    from qdm_bench.ablate import threshold_cells
+    from qdm_bench.images import image_keys
+    from qdm_bench.sweep import parse_resolution
+
+    if limit is not None and limit < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--limit")
+    if scale < 1 or image_size < scale:
+        raise click.BadParameter(f"need 1 <= scale <= image size, got scale {scale}", param_hint="--scale")
+    keys = image_keys(images, limit=limit)
+    metrics = _ablation_metrics(speed, memory)
+    kw = _cell_kwargs(ex.pop("device"), ex["threads"], ex["cpu_max_res"], ex.pop("use_compile"), ex.pop("warmup"),
+                      ex.pop("reps"), ex.pop("max_time"))
+    cells = threshold_cells(model, keys, parse_resolution(res), _float_list(thresholds, "--thresholds"), metrics,
+                            image_size=image_size, scale=scale, **kw)
+    _run_ablation("ablate-threshold", cells, metrics, ex)
+
+
+def _run_ablation(command: str, cells, metrics, ex: dict) -> None:
+    _execute(command, cells, metrics, ex["out"], ex["isolate"], ex["timeout"], ex["fmt"], ex["summary"],
+             ex["threads"], ex["cpu_max_res"], ex["jobs"], ex["executor"],
+             _slurm_params(ex["slurm_partition"], ex["slurm_time"]))
+
+
+def _simple_ablation(kind: str):
+    """Build the window or patch ablation command (Table 4)."""
+    default = {"window": "4,8,16", "patch": "4,8"}[kind]
+    plural = {"window": "windows", "patch": "patches"}[kind]
+    epilog = f"""\b
+Examples:
+  qdm-bench ablate {kind} -m qdm-b --res 128
+  qdm-bench ablate {kind} -m qdm-s --res 256 --{plural} {default} --speed --device cpu
+"""
+
+    @click.option("--model", "-m", default="qdm-b", show_default=True, help="QDM size (Table 4 uses QDM-B).")
+    @click.option("--res", "res", default="128", show_default=True, help="Model input resolution, N or HxW.")
+    @click.option(f"--{plural}", "values", default=default, show_default=True, help=f"Comma-separated {kind} sizes.")
+    @click.option("--threshold", "-s", type=float, default=None,
+                  help="Quadtree threshold on the built-in synthetic LR image (default: full mask, dense).")
+    @click.option("--speed", is_flag=True, help="Also measure latency (slow on CPU).")
+    @click.option("--memory", is_flag=True, help="Also measure (or estimate) peak memory.")
+    @execution_options
+    def command(model, res, values, threshold, speed, memory, **ex) -> None:
+        from qdm_bench import ablate as ab
+        from qdm_bench.sweep import parse_resolution
+
+        metrics = _ablation_metrics(speed, memory)
+        kw = _cell_kwargs(ex.pop("device"), ex["threads"], ex["cpu_max_res"], ex.pop("use_compile"),
+                          ex.pop("warmup"), ex.pop("reps"), ex.pop("max_time"))
+        build = ab.window_cells if kind == "window" else ab.patch_cells
+        cells = build(model, parse_resolution(res), _int_list(values, f"--{plural}"), metrics,
+                      thresholds=(threshold,), **kw)
+        _run_ablation(f"ablate-{kind}", cells, metrics, ex)
+
+    command.__doc__ = ("Downstream window sizes (Table 4)." if kind == "window" else
+                       "Upstream patch sizes (Table 4).") + " Parameters, MACs, density; --speed adds latency."
+    return ablate.command(kind, epilog=epilog)(command)
+
+
+_simple_ablation("window")
+_simple_ablation("patch")
+
+EPILOG_RES = """\b
+Examples:
+  qdm-bench ablate res                                         # Figure-5 set, 256..2048, MACs + memory
+  qdm-bench ablate res -m "qdm-s,dit-s/8" --res 256,512 --speed --device cpu
+"""
+
+
+@ablate.command("res", epilog=EPILOG_RES)
+@click.option("--models", "-m", "models", multiple=True, metavar="NAMES",
+              help="Names or wildcards, comma-separated (default: the Figure-5 set).")
+@click.option("--res", "res", default="256,512,1024,2048", show_default=True, help="Comma-separated resolutions.")
+@click.option("--speed", is_flag=True, help="Also measure latency (on CPU only up to --cpu-max-res).")
+@click.option("--no-memory", is_flag=True, help="Skip peak memory (measured on CUDA, estimated on CPU).")
+@execution_options
+def ablate_res(models, res, speed, no_memory, **ex) -> None:
+    """Cost of each model from 256x256 to 2048x2048: parameters, MACs, peak memory (and speed)."""
+    from qdm_bench.ablate import res_cells
+    from qdm_bench.sweep import expand_models, parse_resolution
+
+    metrics = _ablation_metrics(speed, not no_memory)
+    kw = _cell_kwargs(ex.pop("device"), ex["threads"], ex["cpu_max_res"], ex.pop("use_compile"), ex.pop("warmup"),
+                      ex.pop("reps"), ex.pop("max_time"))
+    resolutions = [parse_resolution(r) for r in res.split(",") if r.strip()]
+    cells = res_cells(expand_models(models), resolutions, metrics, **kw)
+    _run_ablation("ablate-res", cells, metrics, ex)
 
 
 if __name__ == "__main__":  # pragma: no cover

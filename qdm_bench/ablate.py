@@ -1,0 +1,64 @@
+"""Ablation sweeps (paper Tables 3, 4, 6 and the cost-vs-resolution curve) as lists of measurement cells.
+
+Every sweep is a list of :class:`qdm_bench.cells.Cell`, run by :func:`qdm_bench.cells.run_cells` (isolated,
+resumable, one results file), so ablations and plain measurements share one format and one report renderer.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from qdm_bench.cells import Cell
+from qdm_bench.registry import resolve
+from qdm_bench.sweep import make_cells
+
+__all__ = ["DEFAULT_THRESHOLDS", "threshold_cells", "window_cells", "patch_cells", "res_cells", "DEFAULT_RES"]
+
+DEFAULT_THRESHOLDS = (0.0, 0.03, 0.06, 0.09, 0.15, 0.3, 0.6, 0.9)  # Tables 3 and 6
+DEFAULT_RES = (256, 512, 1024, 2048)
+
+
+def _require_qdm(model: str) -> None:
+    info = resolve(model)
+    if not info.uses_mask:
+        raise ValueError(f"{model} does not use a quadtree mask; threshold/window/patch ablations need a QDM model "
+                         "such as qdm-s, qdm-b or qdm-l")
+
+
+def threshold_cells(model: str, images: Sequence[str], res: tuple[int, int], thresholds: Sequence[float],
+                    metrics: Sequence[str], **cell_kwargs) -> list[Cell]:
+    """Per image: the full-mask (dense) cell first, then one cell per threshold (mask from that image's LR)."""
+    _require_qdm(model)
+    for s in thresholds:
+        if s < 0 or s > 2:
+            raise ValueError(f"threshold {s} is out of range; give values in [0, 2] (LR images in [-1, 1])")
+    cells: list[Cell] = []
+    for image in images:
+        cells += make_cells([model], [res], metrics=metrics, image=image, **cell_kwargs)  # full mask
+        cells += make_cells([model], [res], thresholds=list(thresholds), metrics=metrics, image=image, **cell_kwargs)
+    return cells
+
+
+def window_cells(model: str, res: tuple[int, int], windows: Sequence[int], metrics: Sequence[str],
+                 **cell_kwargs) -> list[Cell]:
+    """One cell per downstream window size (Table 4), dense unless a threshold/density is given."""
+    _require_qdm(model)
+    cells: list[Cell] = []
+    for w in windows:
+        cells += make_cells([model], [res], metrics=metrics, window=w, **cell_kwargs)
+    return cells
+
+
+def patch_cells(model: str, res: tuple[int, int], patches: Sequence[int], metrics: Sequence[str],
+                **cell_kwargs) -> list[Cell]:
+    """One cell per upstream patch size (Table 4)."""
+    _require_qdm(model)
+    cells: list[Cell] = []
+    for p in patches:
+        cells += make_cells([model], [res], metrics=metrics, patch=p, **cell_kwargs)
+    return cells
+
+
+def res_cells(models: Sequence[str], resolutions: Sequence[tuple[int, int]], metrics: Sequence[str],
+              **cell_kwargs) -> list[Cell]:
+    """Every model at every resolution (the scaling curve behind Figure 5)."""
+    return make_cells(models, resolutions, metrics=metrics, **cell_kwargs)
