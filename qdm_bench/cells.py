@@ -100,25 +100,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def lr_test_image(height: int, width: int, path: str | None = None) -> torch.Tensor:
-    """The LR image used for threshold masks: a given file, or a built-in synthetic one; (1, 3, H, W) in [-1, 1].
+def lr_test_image(height: int, width: int) -> torch.Tensor:
+    """The built-in synthetic LR test image, (1, 3, H, W) in [-1, 1]: deterministic for a given size.
 
-    The synthetic image is a smooth background with a few sharp-edged discs and stripes (flat regions, edges and
-    texture), deterministic for a given size.  Real images come with the evaluation image sets.
+    A smooth background with a few sharp-edged discs and stripes (flat regions, edges and texture).  Real images
+    (natural photographs, CT/MR slices, phantoms, user folders) come from :mod:`qdm_bench.images`.
     """
-    if path is not None:
-        from matplotlib import image as mpimg
-
-        try:
-            img = torch.as_tensor(mpimg.imread(path), dtype=torch.float32)
-        except Exception as e:  # noqa: BLE001 - any decoder failure is a bad input file
-            raise ValueError(f"cannot read image {path}: {e}; give a PNG/JPEG/TIFF file") from None
-        if img.max() > 1.5:
-            img = img / 255.0
-        img = img[..., :3] if img.ndim == 3 else img[..., None].expand(-1, -1, 3)
-        img = img.permute(2, 0, 1)[None]
-        img = torch.nn.functional.interpolate(img, size=(height, width), mode="bicubic", align_corners=False)
-        return (img.clamp(0, 1) - 0.5) / 0.5
     ys, xs = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
     base = 0.3 + 0.2 * xs
     for cy, cx, r, v in ((0.3, 0.3, 0.12, 0.9), (0.65, 0.7, 0.18, 0.1), (0.75, 0.25, 0.08, 0.6)):
@@ -127,6 +114,22 @@ def lr_test_image(height: int, width: int, path: str | None = None) -> torch.Ten
     base = torch.where(stripes, 0.5 + 0.4 * torch.sign(torch.sin(xs * 120)), base)
     img = torch.stack([base, base * 0.9, base * 0.8])[None]
     return (img.clamp(0, 1) - 0.5) / 0.5
+
+
+def cell_lr_image(cell: Cell) -> torch.Tensor:
+    """The LR image a threshold mask is computed from, (1, 3, h, w) in [-1, 1].
+
+    With ``cell.image`` (a built-in key such as "natural:astronaut" or a file): the HR image, center-cropped and
+    resized to ``image_size`` (native size if None, cropped to a multiple of ``scale``), degraded by bicubic ×``scale``
+    (:func:`qdm_bench.images.degrade`), kept at LR resolution; Alg. 1 pools it to the model's patch grid.  Without:
+    the built-in synthetic test image at the cell's size.
+    """
+    if cell.image is None:
+        return lr_test_image(cell.height, cell.width)
+    from qdm_bench.images import degrade, image_by_name, lr_condition
+
+    img = image_by_name(cell.image, size=cell.image_size, multiple=cell.scale)
+    return lr_condition(degrade(img.hr, cell.scale))[None]
 
 
 def _cell_mask(cell: Cell, model: torch.nn.Module) -> torch.Tensor | None:
@@ -141,7 +144,7 @@ def _cell_mask(cell: Cell, model: torch.nn.Module) -> torch.Tensor | None:
     if cell.density is not None:
         g = torch.Generator().manual_seed(cell.seed)
         return random_window_mask(cell.batch, gh, gw, model.window, cell.density, generator=g)
-    lr = lr_test_image(cell.height, cell.width, cell.image).expand(cell.batch, -1, -1, -1)
+    lr = cell_lr_image(cell).expand(cell.batch, -1, -1, -1)
     return quadtree_mask(lr, (gh, gw), cell.threshold)
 
 
@@ -354,12 +357,14 @@ def needs_isolation(cell: Cell) -> bool:
 def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "auto", timeout: float | None = None,
               on_start: Callable[[Cell], None] | None = None,
               on_done: Callable[[Cell, dict[str, Any]], None] | None = None, jobs: int = 1,
-              executor: str = "local", slurm: dict[str, Any] | None = None) -> RunReport:
+              executor: str = "local", slurm: dict[str, Any] | None = None,
+              extra: dict[str, Any] | None = None) -> RunReport:
     """Measure cells not yet finished in ``out``, appending each row as soon as it exists.
 
     ``isolate``: ``"auto"`` (default) runs every cell that allocates real tensors in a fresh subprocess and
     meta-only cells (parameters, MACs, estimated memory) here; ``True`` isolates every cell; ``False`` none.
     ``jobs`` > 1 runs that many isolated cells at once (local executor; every cell then gets its own process).
+    ``extra`` values (e.g. the command line) are stored in every new row.
     ``executor="slurm"`` submits each cell as a Slurm job through submitit (``slurm``: submitit parameters such as
     ``slurm_partition``, ``timeout_min``, ``gpus_per_node``; ``folder`` for logs); rows are gathered into ``out``.
     A cell already finished in ``out`` is not measured again: its stored row is reported with ``cached=True``.
@@ -386,6 +391,7 @@ def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "aut
             pending.append(cell)
 
     def finish(cell: Cell, row: dict[str, Any]) -> None:
+        row.update(extra or {})
         append_result(out, row)
         rows[cell.key] = row
         report.measured.append(row)

@@ -18,6 +18,14 @@ Examples:
 class FriendlyGroup(click.Group):
     """Click group that turns library errors (bad names, sizes, values) into one clear line, without a traceback."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        """Keep the command line as given (recorded in results rows and reports)."""
+        argv = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        if parent is None:
+            ctx.meta["qdm_bench.argv"] = argv
+        return ctx
+
     def invoke(self, ctx: click.Context):
         from qdm_bench.registry import ModelError
 
@@ -262,7 +270,7 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
 
         try:
             report = run_cells(cells, out_path, isolate=iso, timeout=timeout, on_start=on_start, on_done=on_done,
-                               jobs=jobs, executor=executor, slurm=slurm)
+                               jobs=jobs, executor=executor, slurm=slurm, extra={"command": _command_line()})
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted: {done_count[0]} finished cell(s) are saved in {out_path}; re-run the same "
                        "command to resume", err=True)
@@ -297,10 +305,17 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
     return report.rows
 
 
-def _write_summary(path, command: str, device: str, out_path, rows, notes) -> None:
-    """Markdown summary of a run: the exact command, device and software, the table and the notes."""
+def _command_line() -> str:
+    """The command as typed (for results rows and reports)."""
     import shlex
 
+    ctx = click.get_current_context(silent=True)
+    argv = ctx.find_root().meta.get("qdm_bench.argv") if ctx else None
+    return "qdm-bench " + " ".join(shlex.quote(str(a)) for a in (sys.argv[1:] if argv is None else argv))
+
+
+def _write_summary(path, command: str, device: str, out_path, rows, notes) -> None:
+    """Markdown summary of a run: the exact command, device and software, the table and the notes."""
     from qdm_bench.measure import environment_info
     from qdm_bench.sweep import summary_table
 
@@ -308,7 +323,7 @@ def _write_summary(path, command: str, device: str, out_path, rows, notes) -> No
     names = sorted({str(r.get("device_name")) for r in rows if r.get("device_name")}) or [env["device_name"]]
     lines = [
         f"# qdm-bench {command}", "",
-        "Command: `qdm-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "`", "",
+        f"Command: `{_command_line()}`", "",
         f"* device: {device} ({', '.join(names)})",
         f"* torch {env['torch_version']}, CUDA {env['cuda_version']}, qdm-bench {__version__}, "
         f"git {env['git_commit'] or 'unknown'}{' (dirty)' if env['git_dirty'] else ''}",
@@ -592,6 +607,39 @@ def ablate_res(models, res, speed, no_memory, **ex) -> None:
     resolutions = [parse_resolution(r) for r in res.split(",") if r.strip()]
     cells = res_cells(expand_models(models), resolutions, metrics, **kw)
     _run_ablation("ablate-res", cells, metrics, ex)
+
+
+# -- reports -----------------------------------------------------------------------------------------------------
+
+EPILOG_REPORT = """\b
+Examples:
+  qdm-bench report results/run.jsonl -o reports/my-run
+  qdm-bench report results/memory.jsonl results/ablate-threshold.jsonl -o reports/cpu --title "CPU reference"
+"""
+
+
+@main.command(epilog=EPILOG_REPORT)
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Report folder (created): tables (.md, .tex), plots (.png, .pdf) and index.md.")
+@click.option("--title", default=None, help="Report title.")
+@click.option("--command", "commands", multiple=True,
+              help="Command(s) that produced the results, for index.md (default: those recorded in the rows).")
+def report(results, out_dir, title, commands) -> None:
+    """Render tables and figures from results files alone (no re-measurement).
+
+    Paper-style tables (Figure-5 costs, Table 5 configurations, Tables 3/6 threshold sweeps, Table 4 window/patch)
+    in Markdown and LaTeX, Figure-5-style and cost-vs-resolution plots, threshold curves, and an index.md stating
+    devices, software versions and the commands that produced the results.
+    """
+    from qdm_bench.report import load_rows, write_report
+
+    if not commands:
+        df = load_rows(list(results))
+        if "command" in df.columns:
+            commands = tuple(dict.fromkeys(c for c in df["command"].dropna().astype(str) if c))
+    index = write_report(list(results), out_dir, title=title, commands=list(commands) or None)
+    click.echo(f"report written: {index}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,7 @@ Row schema (every row has every key; absent values are null):
 | ``latency_median_ms``, ``latency_p10_ms``, ``latency_p90_ms``, ``latency_n`` | forward latency statistics |
 | ``throughput_img_s``, ``windows_per_s`` | batch / median; selected windows / median (QDM) |
 | ``threads``, ``device_name``, ``torch_version``, ``cuda_version``, ``git_commit``, ``timestamp`` | environment |
+| ``command`` | the qdm-bench command line that produced the row |
 | ``status``, ``message``, ``elapsed_s`` | ``ok``, ``oom``, ``error`` or ``skipped``; the reason; wall time of the cell |
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ COLUMNS = [
     "total_windows", "macs", "attention_macs", "macs_per_sr", "num_steps", "peak_mem_bytes", "peak_reserved_bytes",
     "mem_method", "mem_estimated", "latency_median_ms", "latency_p10_ms", "latency_p90_ms", "latency_n",
     "throughput_img_s", "windows_per_s", "threads", "device_name", "torch_version", "cuda_version", "git_commit",
-    "timestamp", "status", "message", "elapsed_s",
+    "timestamp", "status", "message", "elapsed_s", "command",
 ]
 FINISHED = {"ok", "oom", "skipped"}  # an ``error`` row is retried on the next run
 

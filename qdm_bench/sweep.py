@@ -124,6 +124,8 @@ def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> s
             mask = f"s={r['threshold']:g}"
         elif r.get("density") is not None:
             mask = f"d={r['density']:g}"
+        if r.get("patch_density") is not None and (r.get("threshold") is not None or r.get("density") is not None):
+            mask += f" {100 * r['patch_density']:.1f}%"
         if r.get("window_density") is not None and r.get("active_windows") is not None:
             mask += f" {r['active_windows']}/{r['total_windows']} win"
         macs, attn = r.get("macs"), r.get("attention_macs")

@@ -70,7 +70,6 @@ def test_bad_ablation_input_is_one_line(tmp_path, args, needle):
 
 
 def test_slurm_executor_without_submitit_is_a_clear_error(tmp_path):
-    pytest.importorskip("qdm_bench")
     try:
         import submitit  # noqa: F401
         pytest.skip("submitit is installed")
@@ -79,3 +78,15 @@ def test_slurm_executor_without_submitit_is_a_clear_error(tmp_path):
     result = invoke("ablate", "res", "-m", "dit-s/8", "--res", "64", "--executor", "slurm", "-o",
                     str(tmp_path / "s.jsonl"))
     assert result.exit_code != 0 and "pip install submitit" in result.output.strip().splitlines()[-1]
+
+
+def test_submitit_executor_gathers_rows(tmp_path):
+    """The Slurm path through submitit's in-process 'debug' cluster (skipped where submitit is not installed)."""
+    pytest.importorskip("submitit")
+    from qdm_bench.cells import Cell, run_cells
+
+    cells = [Cell(model="dit-s/8", height=h, width=h, metrics=("params", "macs")) for h in (32, 64)]
+    out = tmp_path / "s.jsonl"
+    report = run_cells(cells, out, executor="slurm", slurm={"cluster": "debug", "folder": str(tmp_path / "%j")})
+    assert [r["macs"] for r in report.rows] == [count_macs("dit-s/8", h).macs for h in (32, 64)]
+    assert run_cells(cells, out, executor="slurm", slurm={"cluster": "debug"}).skipped == 2
