@@ -193,6 +193,11 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
         window=getattr(meta_model, "window", None) if uses_mask else None,
         patch=getattr(meta_model, "up_patch", getattr(meta_model, "patch", None)), num_steps=info.num_steps,
     )
+    if cell.image is not None:  # record how the image was turned into [0, 1] (medical windowing rule)
+        from qdm_bench.images import image_by_name
+
+        img = image_by_name(cell.image, size=cell.image_size, multiple=cell.scale)
+        row.update(image_kind=img.kind, image_windowing=img.windowing)
     plan = None
     if uses_mask:
         plan = meta_model.plan(mask, cell.batch, cell.height, cell.width)

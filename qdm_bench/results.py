@@ -10,6 +10,7 @@ Row schema (every row has every key; absent values are null):
 | ``height``, ``width``, ``batch``, ``dtype``, ``device``, ``compile`` | the cell's input and execution settings |
 | ``threshold``, ``density``, ``window``, ``patch`` | QDM mask request (quadtree threshold or window density) and sizes |
 | ``image``, ``image_size``, ``scale`` | the image a threshold mask was computed from (file or built-in key), its HR side and LR factor |
+| ``image_kind``, ``image_windowing`` | natural / ct / mr / phantom / user, and the rule that mapped its raw values to [0, 1] |
 | ``patch_density``, ``window_density``, ``active_windows``, ``total_windows`` | the mask actually used (QDM) |
 | ``macs``, ``attention_macs``, ``macs_per_sr``, ``num_steps`` | MACs of one network evaluation (attention included), its attention part, and of a whole super-resolution |
 | ``peak_mem_bytes``, ``peak_reserved_bytes``, ``mem_method``, ``mem_estimated`` | peak memory above resident weights and inputs; ``mem_estimated`` marks a fake-tensor estimate |
@@ -31,7 +32,8 @@ __all__ = ["COLUMNS", "FINISHED", "ResultsError", "empty_row", "read_results", "
 
 COLUMNS = [
     "key", "model", "family", "space", "params", "params_paper", "height", "width", "batch", "dtype", "device",
-    "compile", "threshold", "density", "window", "patch", "image", "image_size", "scale", "patch_density",
+    "compile", "threshold", "density", "window", "patch", "image", "image_size", "scale", "image_kind",
+    "image_windowing", "patch_density",
     "window_density", "active_windows",
     "total_windows", "macs", "attention_macs", "macs_per_sr", "num_steps", "peak_mem_bytes", "peak_reserved_bytes",
     "mem_method", "mem_estimated", "latency_median_ms", "latency_p10_ms", "latency_p90_ms", "latency_n",
