@@ -1,0 +1,206 @@
+"""Training any registered denoiser with the mask-guided residual-shifting objective (Eq. 6), in pixel space.
+
+Data: random ``crop``×``crop`` patches of an image set (:mod:`qdm_bench.images`); the HR patch is x₀ and its bicubic
+×``scale`` LR version, upsampled back to the patch size, is both y₀ (the diffusion's residual target) and the LR
+condition, all in [-1, 1].  The last ``holdout`` images of the set are never used for training (quality is measured
+on them).  QDM is trained on its dense path (all windows) with λ1 = λ2 = 1; baselines get the same objective
+without the upstream term.
+
+Checkpoints (``torch.save``) hold the model name and constructor overrides, the training configuration, the
+optimiser and every random state, so a run resumes exactly and loading a checkpoint into another model is refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from qdm_bench.registry import create_model, resolve
+
+__all__ = ["TrainConfig", "TrainData", "train", "load_checkpoint", "CheckpointError", "FORMAT"]
+
+FORMAT = "qdm-bench-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or made for another model (one line in the CLI)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in every checkpoint)."""
+
+    model: str = "qdm-t"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    images: str = "ct"
+    image_size: int = 256
+    holdout: int = 2
+    crop: int = 64
+    scale: int = 4
+    batch: int = 8
+    steps: int = 2000
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    ckpt_every: int = 500
+    threads: int | None = None
+
+
+class TrainData:
+    """Random HR crops of the training images with their degraded LR condition, from a seeded generator."""
+
+    def __init__(self, cfg: TrainConfig):
+        from qdm_bench.images import load_image_set
+
+        images = load_image_set(cfg.images, size=cfg.image_size)
+        if len(images) <= cfg.holdout:
+            raise ValueError(f"image set {cfg.images!r} has {len(images)} image(s), not enough to hold out "
+                             f"{cfg.holdout}; use a larger set or --holdout 0")
+        self.train = images[: len(images) - cfg.holdout]
+        self.held_out = images[len(images) - cfg.holdout:]
+        for img in self.train:
+            h, w = img.size
+            if h < cfg.crop or w < cfg.crop:
+                raise ValueError(f"image {img.name} ({h}x{w}) is smaller than --crop {cfg.crop}; lower --crop or raise "
+                                 "--image-size")
+        if cfg.crop % cfg.scale:
+            raise ValueError(f"--crop {cfg.crop} must be a multiple of --scale {cfg.scale}")
+        self.cfg = cfg
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, y0) of shape (batch, 3, crop, crop) in [-1, 1]; y0 is also the model's LR condition."""
+        from qdm_bench.images import degrade, lr_condition
+
+        c, g = self.cfg.crop, self.generator
+        crops = []
+        for _ in range(self.cfg.batch):
+            img = self.train[int(torch.randint(len(self.train), (1,), generator=g))].hr
+            y = int(torch.randint(img.shape[-2] - c + 1, (1,), generator=g))
+            x = int(torch.randint(img.shape[-1] - c + 1, (1,), generator=g))
+            crop = img[:, y:y + c, x:x + c]
+            if bool(torch.rand((), generator=g) < 0.5):
+                crop = crop.flip(-1)
+            crops.append(crop)
+        hr = torch.stack(crops)
+        y0 = lr_condition(degrade(hr, self.cfg.scale), size=c)
+        return hr * 2 - 1, y0
+
+
+def _config_from(ckpt: dict[str, Any]) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in names})
+
+
+def load_checkpoint(path: str | Path, model: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the checkpoint's model and load its weights; ``model`` (if given) must be the checkpoint's model.
+
+    Externally trained weights can be used too: save ``{"format": FORMAT, "model": NAME, "overrides": {...},
+    "state_dict": model.state_dict()}`` with ``torch.save``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; give the .pt file written by `qdm-bench train`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a bad checkpoint
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}); it is not a torch.save file "
+                              "written by qdm-bench") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a qdm-bench checkpoint (expected a dict with format {FORMAT!r}, "
+                              "model, overrides and state_dict)")
+    name = ckpt.get("model")
+    if model is not None and resolve(model).name != resolve(name).name:
+        raise CheckpointError(f"checkpoint {path} holds model {name!r}, not {model!r}; pass --model {name} or "
+                              "another checkpoint")
+    net = create_model(name, **ckpt.get("overrides", {}))
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} does not fit {name} with overrides {ckpt.get('overrides')}: "
+                              f"{first}") from None
+    return net, ckpt
+
+
+def _save(path: Path, model, opt, cfg: TrainConfig, step: int, data: TrainData, diff_gen: torch.Generator,
+          losses: list[float]) -> None:
+    ckpt = {
+        "format": FORMAT, "model": cfg.model, "overrides": cfg.overrides, "config": dataclasses.asdict(cfg),
+        "step": step, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "data": data.generator.get_state(), "diffusion": diff_gen.get_state(),
+                "python": random.getstate()},
+        "held_out": [img.name for img in data.held_out], "losses": losses,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
+          progress: Callable[[int, float], None] | None = None) -> Path:
+    """Train to ``cfg.steps`` steps, checkpointing to ``out_dir/last.pt`` every ``ckpt_every`` steps; returns it.
+
+    With ``resume`` and an existing ``last.pt`` of the same configuration, training continues from it exactly (same
+    weights as an uninterrupted run).  ``progress(step, loss)`` is called after every step.
+    """
+    from qdm.diffusion import ResShiftDiffusion
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.pt"
+    for name, value in (("steps", cfg.steps), ("batch", cfg.batch), ("crop", cfg.crop), ("ckpt_every",
+                                                                                          cfg.ckpt_every)):
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    info = resolve(cfg.model)
+    multiple = info.multiple
+    if cfg.crop % multiple:
+        raise ValueError(f"{cfg.model} needs sizes that are multiples of {multiple}; --crop {cfg.crop} is not")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = create_model(cfg.model, **cfg.overrides)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    data = TrainData(cfg)
+    diff_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    step, losses = 0, []
+    if resume and last.exists():
+        net, ckpt = load_checkpoint(last, cfg.model)
+        old = _config_from(ckpt)
+        if dataclasses.replace(old, steps=cfg.steps, ckpt_every=cfg.ckpt_every, threads=cfg.threads) != cfg:
+            raise ValueError(f"{last} was trained with a different configuration ({old}); use another --out or the "
+                             "same options")
+        model.load_state_dict(net.state_dict())
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        data.generator.set_state(ckpt["rng"]["data"])
+        diff_gen.set_state(ckpt["rng"]["diffusion"])
+        random.setstate(ckpt["rng"]["python"])
+        step, losses = int(ckpt["step"]), list(ckpt.get("losses", []))
+    diffusion = ResShiftDiffusion()
+    model.train()
+    while step < cfg.steps:
+        x0, y0 = data.batch()
+        loss = diffusion.training_loss(model, x0, y0, y0, generator=diff_gen)["loss"]
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise RuntimeError(f"training diverged at step {step + 1} (loss {value}); lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        losses.append(value)
+        if progress:
+            progress(step, value)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            _save(last, model, opt, cfg, step, data, diff_gen, losses)
+    if not last.exists():
+        _save(last, model, opt, cfg, step, data, diff_gen, losses)
+    return last

@@ -1,0 +1,66 @@
+"""Training: deterministic with a seed, exact resume, checkpoints tied to their model, clear errors."""
+import torch
+from click.testing import CliRunner
+
+import pytest
+from qdm_bench.cli import main
+from qdm_bench.train import CheckpointError, TrainConfig, load_checkpoint, train
+
+TINY = dict(model="qdm-t", images="phantoms", image_size=64, holdout=1, crop=32, batch=2, seed=3)
+
+
+def _weights(path):
+    return load_checkpoint(path)[0].state_dict()
+
+
+def test_same_seed_same_weights_and_exact_resume(tmp_path):
+    a = train(TrainConfig(steps=4, ckpt_every=4, **TINY), tmp_path / "a")
+    b = train(TrainConfig(steps=4, ckpt_every=4, **TINY), tmp_path / "b")
+    train(TrainConfig(steps=2, ckpt_every=2, **TINY), tmp_path / "c")
+    c = train(TrainConfig(steps=4, ckpt_every=2, **TINY), tmp_path / "c")  # resumes from step 2
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert all(torch.equal(wa[k], wc[k]) for k in wa), "an interrupted run must end with the same weights"
+    model, ckpt = load_checkpoint(a, "qdm-t")
+    assert ckpt["step"] == 4 and len(ckpt["losses"]) == 4 and ckpt["held_out"] == ["ct_phantom_noisy"]
+    assert not torch.equal(wa["downstream.final_layer.linear.weight"],
+                           torch.zeros_like(wa["downstream.final_layer.linear.weight"])), "training moved weights"
+
+
+def test_loss_decreases_on_a_tiny_run(tmp_path):
+    path = train(TrainConfig(steps=40, ckpt_every=40, lr=1e-3, **TINY), tmp_path / "r")
+    losses = load_checkpoint(path)[1]["losses"]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
+
+
+def test_checkpoint_for_another_model_is_refused(tmp_path):
+    path = train(TrainConfig(steps=1, ckpt_every=1, **TINY), tmp_path / "a")
+    with pytest.raises(CheckpointError, match="holds model 'qdm-t', not 'qdm-s'"):
+        load_checkpoint(path, "qdm-s")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(bad)
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a qdm-bench checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_resume_with_other_options_is_refused(tmp_path):
+    train(TrainConfig(steps=1, ckpt_every=1, **TINY), tmp_path / "a")
+    with pytest.raises(ValueError, match="different configuration"):
+        train(TrainConfig(steps=2, ckpt_every=1, **dict(TINY, batch=3)), tmp_path / "a")
+
+
+def test_train_cli_and_bad_input(tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(main, ["train", "-m", "qdm-t", "--images", "phantoms", "--image-size", "64", "--holdout", "1",
+                              "--crop", "32", "--batch", "2", "--steps", "2", "-o", str(tmp_path / "run")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "run" / "last.pt").exists()
+    bad = runner.invoke(main, ["train", "-m", "qdm-t", "--crop", "40", "--steps", "1", "-o", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "multiples of 16" in bad.output.strip().splitlines()[-1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = runner.invoke(main, ["train", "--images", str(empty), "--steps", "1", "-o", str(tmp_path / "y")])
+    assert bad.exit_code != 0 and "no images" in bad.output.strip().splitlines()[-1]
