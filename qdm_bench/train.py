@@ -1,8 +1,8 @@
 """Training any registered denoiser with the mask-guided residual-shifting objective (Eq. 6), in pixel space.
 
-Data: random ``crop``×``crop`` patches of an image set (:mod:`qdm_bench.images`); the HR patch is x₀ and its bicubic
-×``scale`` LR version, upsampled back to the patch size, is both y₀ (the diffusion's residual target) and the LR
-condition, all in [-1, 1].  The last ``holdout`` images of the set are never used for training (quality is measured
+Data: random ``crop``×``crop`` patches of an image set (:mod:`qdm_bench.images`); the HR patch is x₀, its bicubic
+×``scale`` LR version is the condition ``lq`` and, upsampled back to the patch size, y₀ (the diffusion's residual
+target) — exactly as :meth:`qdm.diffusion.ResShiftDiffusion.sample` builds them; all in [-1, 1].  The last ``holdout`` images of the set are never used for training (quality is measured
 on them).  QDM is trained on its dense path (all windows) with λ1 = λ2 = 1; baselines get the same objective
 without the upstream term.
 
@@ -73,8 +73,9 @@ class TrainData:
         self.cfg = cfg
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0, y0) of shape (batch, 3, crop, crop) in [-1, 1]; y0 is also the model's LR condition."""
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x0, y0, lq): HR crops (batch, 3, crop, crop) in [-1, 1], their bicubic-upsampled LR y0 as the sampler
+        builds it, and the LR condition lq at LR resolution (the model upsamples it the same way)."""
         from qdm_bench.images import degrade, lr_condition
 
         c, g = self.cfg.crop, self.generator
@@ -88,8 +89,9 @@ class TrainData:
                 crop = crop.flip(-1)
             crops.append(crop)
         hr = torch.stack(crops)
-        y0 = lr_condition(degrade(hr, self.cfg.scale), size=c)
-        return hr * 2 - 1, y0
+        lq = lr_condition(degrade(hr, self.cfg.scale))
+        y0 = torch.nn.functional.interpolate(lq, size=(c, c), mode="bicubic", align_corners=False)
+        return hr * 2 - 1, y0, lq
 
 
 def _config_from(ckpt: dict[str, Any]) -> TrainConfig:
@@ -187,8 +189,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
     diffusion = ResShiftDiffusion()
     model.train()
     while step < cfg.steps:
-        x0, y0 = data.batch()
-        loss = diffusion.training_loss(model, x0, y0, y0, generator=diff_gen)["loss"]
+        x0, y0, lq = data.batch()
+        loss = diffusion.training_loss(model, x0, y0, lq, generator=diff_gen)["loss"]
         value = float(loss.detach())
         if not math.isfinite(value):
             raise RuntimeError(f"training diverged at step {step + 1} (loss {value}); lower --lr")
