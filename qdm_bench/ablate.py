@@ -28,9 +28,6 @@ def threshold_cells(model: str, images: Sequence[str], res: tuple[int, int], thr
                     metrics: Sequence[str], **cell_kwargs) -> list[Cell]:
     """Per image: the full-mask (dense) cell first, then one cell per threshold (mask from that image's LR)."""
     _require_qdm(model)
-    for s in thresholds:
-        if s < 0 or s > 2:
-            raise ValueError(f"threshold {s} is out of range; give values in [0, 2] (LR images in [-1, 1])")
     cells: list[Cell] = []
     for image in images:
         cells += make_cells([model], [res], metrics=metrics, image=image, **cell_kwargs)  # full mask
@@ -38,24 +35,23 @@ def threshold_cells(model: str, images: Sequence[str], res: tuple[int, int], thr
     return cells
 
 
+def _size_cells(model: str, res: tuple[int, int], option: str, values: Sequence[int], metrics: Sequence[str],
+                **cell_kwargs) -> list[Cell]:
+    """One cell per value of a QDM size option (``window`` or ``patch``), dense unless a threshold/density is given."""
+    _require_qdm(model)
+    return [cell for v in values for cell in make_cells([model], [res], metrics=metrics, **{option: v}, **cell_kwargs)]
+
+
 def window_cells(model: str, res: tuple[int, int], windows: Sequence[int], metrics: Sequence[str],
                  **cell_kwargs) -> list[Cell]:
-    """One cell per downstream window size (Table 4), dense unless a threshold/density is given."""
-    _require_qdm(model)
-    cells: list[Cell] = []
-    for w in windows:
-        cells += make_cells([model], [res], metrics=metrics, window=w, **cell_kwargs)
-    return cells
+    """One cell per downstream window size (Table 4)."""
+    return _size_cells(model, res, "window", windows, metrics, **cell_kwargs)
 
 
 def patch_cells(model: str, res: tuple[int, int], patches: Sequence[int], metrics: Sequence[str],
                 **cell_kwargs) -> list[Cell]:
     """One cell per upstream patch size (Table 4)."""
-    _require_qdm(model)
-    cells: list[Cell] = []
-    for p in patches:
-        cells += make_cells([model], [res], metrics=metrics, patch=p, **cell_kwargs)
-    return cells
+    return _size_cells(model, res, "patch", patches, metrics, **cell_kwargs)
 
 
 def res_cells(models: Sequence[str], resolutions: Sequence[tuple[int, int]], metrics: Sequence[str],

@@ -24,7 +24,8 @@ from qdm_bench import __version__
 from qdm_bench.registry import ModelError, create_model, resolve
 from qdm_bench.results import append_result, empty_row
 
-__all__ = ["Cell", "METRICS", "measure_cell", "measure_in_process", "run_cells", "needs_isolation", "resolve_device",
+__all__ = ["Cell", "METRICS", "cell_image", "cell_lr_image", "cell_mask", "measure_cell", "measure_in_process",
+           "run_cells", "needs_isolation", "resolve_device",
            "lr_test_image", "RunReport"]
 
 METRICS = ("params", "macs", "memory", "speed")
@@ -79,6 +80,11 @@ class Cell:
         d["version"] = __version__
         return json.dumps(d, sort_keys=True)
 
+    @property
+    def real_run(self) -> bool:
+        """Whether memory and speed run on real tensors: always off CPU, on CPU up to ``cpu_max_res``."""
+        return self.device != "cpu" or max(self.height, self.width) <= self.cpu_max_res
+
     def label(self) -> str:
         """Short human-readable name for progress bars."""
         extra = "" if self.threshold is None else f" s={self.threshold:g}"
@@ -116,24 +122,36 @@ def lr_test_image(height: int, width: int) -> torch.Tensor:
     return (img.clamp(0, 1) - 0.5) / 0.5
 
 
-def cell_lr_image(cell: Cell) -> torch.Tensor:
+def cell_image(cell: Cell):
+    """The cell's :class:`qdm_bench.images.EvalImage` (None without ``cell.image``), sized as the mask needs it."""
+    if cell.image is None:
+        return None
+    from qdm_bench.images import image_by_name
+
+    return image_by_name(cell.image, size=cell.image_size, multiple=cell.scale)
+
+
+def cell_lr_image(cell: Cell, image=None) -> torch.Tensor:
     """The LR image a threshold mask is computed from, (1, 3, h, w) in [-1, 1].
 
     With ``cell.image`` (a built-in key such as "natural:astronaut" or a file): the HR image, center-cropped and
     resized to ``image_size`` (native size if None, cropped to a multiple of ``scale``), degraded by bicubic ×``scale``
     (:func:`qdm_bench.images.degrade`), kept at LR resolution; Alg. 1 pools it to the model's patch grid.  Without:
-    the built-in synthetic test image at the cell's size.
+    the built-in synthetic test image at the cell's size.  ``image``: the cell's image if already loaded.
     """
     if cell.image is None:
         return lr_test_image(cell.height, cell.width)
-    from qdm_bench.images import degrade, image_by_name, lr_condition
+    from qdm_bench.images import degrade, lr_condition
 
-    img = image_by_name(cell.image, size=cell.image_size, multiple=cell.scale)
+    img = image if image is not None else cell_image(cell)
     return lr_condition(degrade(img.hr, cell.scale))[None]
 
 
-def _cell_mask(cell: Cell, model: torch.nn.Module) -> torch.Tensor | None:
-    """The patch-grid mask of a QDM cell (None: dense path), computed on the CPU from real data."""
+def cell_mask(cell: Cell, model: torch.nn.Module, image=None) -> torch.Tensor | None:
+    """The patch-grid mask (B, H/p, W/p) of a QDM cell (None: dense path), computed on the CPU from real data.
+
+    ``model`` may live on the meta device (only its patch and window sizes are read); ``image``: the cell's image if
+    already loaded."""
     if cell.threshold is None and cell.density is None:
         return None
     if cell.threshold is not None and cell.density is not None:
@@ -144,7 +162,7 @@ def _cell_mask(cell: Cell, model: torch.nn.Module) -> torch.Tensor | None:
     if cell.density is not None:
         g = torch.Generator().manual_seed(cell.seed)
         return random_window_mask(cell.batch, gh, gw, model.window, cell.density, generator=g)
-    lr = cell_lr_image(cell).expand(cell.batch, -1, -1, -1)
+    lr = cell_lr_image(cell, image).expand(cell.batch, -1, -1, -1)
     return quadtree_mask(lr, (gh, gw), cell.threshold)
 
 
@@ -158,14 +176,9 @@ def _validate(cell: Cell) -> tuple[Any, torch.nn.Module]:
         raise ValueError(f"unknown metrics {sorted(unknown)}; use {', '.join(METRICS)}")
     if cell.batch < 1:
         raise ValueError(f"batch must be at least 1, got {cell.batch}")
-    if (cell.threshold is not None or cell.density is not None) and not info.uses_mask:
-        pass  # a mask request is simply irrelevant for mask-free models; the row records it as given
     with torch.device("meta"):
         meta_model = create_model(cell.model, **cell.overrides())
-    multiple = getattr(meta_model, "input_multiple", info.multiple)
-    if cell.height % multiple or cell.width % multiple or cell.height <= 0 or cell.width <= 0:
-        raise ModelError(f"{cell.model} needs H and W to be positive multiples of {multiple}, got "
-                         f"{cell.height}x{cell.width}; use e.g. {max(multiple, cell.height // multiple * multiple)}")
+    info.check_resolution(cell.height, cell.width, getattr(meta_model, "input_multiple", None))
     return info, meta_model
 
 
@@ -173,7 +186,7 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
     """Measure one cell in this process and return its result row (raises on bad input or failure)."""
     from qdm_bench.macs import count_macs
     from qdm_bench.measure import (
-        environment_info, estimate_peak_memory, peak_memory_cpu, peak_memory_cuda, time_fn,
+        environment_info, peak_memory_cpu, peak_memory_cuda, time_fn,
     )
     from qdm_bench.params import count_parameters
 
@@ -184,7 +197,8 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
         torch.set_num_threads(cell.threads)
     counts = count_parameters(meta_model)
     uses_mask = info.uses_mask
-    mask = _cell_mask(cell, meta_model) if uses_mask else None
+    image = cell_image(cell)
+    mask = cell_mask(cell, meta_model, image) if uses_mask else None
     row = empty_row(
         key=cell.key, model=cell.model, family=info.family, space=info.space, params=counts["learnable"],
         params_paper=counts["paper"], height=cell.height, width=cell.width, batch=cell.batch, dtype=cell.dtype,
@@ -193,29 +207,25 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
         window=getattr(meta_model, "window", None) if uses_mask else None,
         patch=getattr(meta_model, "up_patch", getattr(meta_model, "patch", None)), num_steps=info.num_steps,
     )
-    if cell.image is not None:  # record how the image was turned into [0, 1] (medical windowing rule)
-        from qdm_bench.images import image_by_name
-
-        img = image_by_name(cell.image, size=cell.image_size, multiple=cell.scale)
-        row.update(image_kind=img.kind, image_windowing=img.windowing)
+    if image is not None:  # record how the image was turned into [0, 1] (medical windowing rule)
+        row.update(image_kind=image.kind, image_windowing=image.windowing)
     plan = None
     if uses_mask:
         plan = meta_model.plan(mask, cell.batch, cell.height, cell.width)
         row.update(active_windows=plan.n_selected, total_windows=plan.n_windows, window_density=plan.density,
                    patch_density=1.0 if mask is None else float(mask.float().mean()))
 
-    real_run = cell.device != "cpu" or max(cell.height, cell.width) <= cell.cpu_max_res
     notes = []
-    estimated = None
-    if "macs" in cell.metrics:
-        say("macs")
-        with_memory = "memory" in cell.metrics and not real_run  # one meta pass serves both
-        mc = count_macs(cell.model, (cell.height, cell.width), cell.batch, mask=mask, estimate_memory=with_memory,
+    estimate = "memory" in cell.metrics and not cell.real_run
+    mc = None
+    if "macs" in cell.metrics or estimate:  # one meta pass counts MACs and is the estimate's warm-up call
+        say("macs" if "macs" in cell.metrics else "memory (estimated)")
+        mc = count_macs(cell.model, (cell.height, cell.width), cell.batch, mask=mask, estimate_memory=estimate,
                         **cell.overrides())
+    if "macs" in cell.metrics:
         row.update(macs=mc.macs, attention_macs=mc.attention_macs, macs_per_sr=mc.macs_per_sr)
-        estimated = mc.memory
     if "memory" in cell.metrics or "speed" in cell.metrics:
-        if real_run:
+        if cell.real_run:
             model, fn = _build_real(cell, mask)
             if "memory" in cell.metrics:
                 say("memory")
@@ -238,8 +248,7 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
             del model
         else:
             if "memory" in cell.metrics:
-                say("memory (estimated)")
-                mem = estimated or estimate_peak_memory(*_meta_builders(cell, mask))
+                mem = mc.memory
                 row.update(peak_mem_bytes=mem.peak_bytes, mem_method=mem.method, mem_estimated=True)
                 if cell.dtype != "fp32":
                     notes.append(f"estimated memory assumes fp32 activations (no autocast on the meta device); "
@@ -278,30 +287,6 @@ def _build_real(cell: Cell, mask: torch.Tensor | None):
             return runner(x, t, lq, mask=m)
 
     return model, fn
-
-
-def _meta_builders(cell: Cell, mask: torch.Tensor | None):
-    """(model factory, forward factory) for the fake-tensor memory estimate on the meta device."""
-
-    def build_model():
-        return create_model(cell.model, **cell.overrides()).eval()
-
-    def build_forward(model):
-        # Runs outside the meta device context: the window selection (data dependent: torch.ones / nonzero on the
-        # real CPU mask, or all windows for mask None) is planned here; only the computation runs on meta.
-        x, t, lq = (z.to("meta") for z in _inputs(cell, "cpu"))
-        plan = None
-        if hasattr(model, "plan") and hasattr(model, "forward_planned"):
-            plan = model.plan(None if mask is None else mask.cpu(), cell.batch, cell.height, cell.width)
-        m = None if mask is None else mask.to("meta")
-
-        def fn():
-            with torch.no_grad():
-                return model(x, t, lq) if plan is None else model.forward_planned(x, t, lq, plan, m)
-
-        return fn
-
-    return build_model, build_forward
 
 
 # -- running many cells ------------------------------------------------------------------------------------------
@@ -355,8 +340,7 @@ def run_in_subprocess(cell: Cell, timeout: float | None = None) -> dict[str, Any
 
 def needs_isolation(cell: Cell) -> bool:
     """True when the cell allocates real tensors (memory or speed on a real run); meta-only work needs no process."""
-    real = cell.device != "cpu" or max(cell.height, cell.width) <= cell.cpu_max_res
-    return real and bool({"memory", "speed"} & set(cell.metrics))
+    return cell.real_run and bool({"memory", "speed"} & set(cell.metrics))
 
 
 def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "auto", timeout: float | None = None,

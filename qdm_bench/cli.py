@@ -125,7 +125,8 @@ def measurement_options(default_res: str | None = "1024"):
             click.option("--res", "-r", "res", multiple=True, metavar="SIZE",
                          help="Input resolution, N or HxW; repeatable. Default: "
                               + (default_res or "1024 on CUDA, 128 on CPU") + "."),
-            click.option("--batch", "-b", "batches", multiple=True, type=int, help="Batch size; repeatable. Default 1."),
+            click.option("--batch", "-b", "batches", multiple=True, type=int,
+                         help="Batch size; repeatable. Default 1."),
             click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["fp32", "bf16", "fp16"]),
                          help="fp32, or bf16/fp16 autocast (weights stay fp32); repeatable. Default fp32."),
             click.option("--threshold", "-s", "thresholds", multiple=True, type=float,
@@ -202,8 +203,8 @@ def _measure(command: str, metrics: tuple[str, ...], models, res, batches, devic
     cells = make_cells(names, resolutions, batches=batches or (1,), dtypes=dtypes or ("fp32",),
                        thresholds=thresholds or (None,), densities=densities or (None,), metrics=metrics, image=image,
                        window=window, patch=patch, chunk_size=chunk_size, **kw)
-    return _execute(command, cells, metrics, out, isolate, timeout, fmt, summary, threads, cpu_max_res, jobs,
-                    executor, _slurm_params(slurm_partition, slurm_time))
+    return _execute(command, cells, metrics, out, isolate, timeout, fmt, summary, jobs, executor,
+                    _slurm_params(slurm_partition, slurm_time))
 
 
 def _slurm_params(partition, minutes) -> dict:
@@ -231,8 +232,8 @@ def _check_image(image) -> None:
         raise click.BadParameter(f"{image} does not exist or is not a file", param_hint="--image")
 
 
-def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, threads, cpu_max_res, jobs=1,
-             executor="local", slurm=None) -> list[dict]:
+def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, jobs=1, executor="local",
+             slurm=None) -> list[dict]:
     """Run cells with a progress bar (resuming from ``out``), print the summary table and notes; returns the rows."""
     from pathlib import Path
 
@@ -241,7 +242,7 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
 
     if not cells:
         raise click.ClickException("nothing to measure: the options select no cell")
-    dev = cells[0].device
+    dev, threads, cpu_max_res = cells[0].device, cells[0].threads, cells[0].cpu_max_res
     names = list(dict.fromkeys(c.model for c in cells))
     resolutions = list(dict.fromkeys((c.height, c.width) for c in cells))
     out_path = Path(out or f"results/{command}.jsonl")
@@ -292,7 +293,7 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
         notes.append("MACs: one network evaluation (multiply-accumulates of convolutions and matmuls, attention "
                      "included; FLOPs = 2 x MACs); GMACs/SR = 15 evaluations.")
     if n_real and dev == "cpu":
-        notes.append(f"CPU timings use {threads or 1} thread(s); peak memory = resident-set growth in a fresh process.")
+        notes.append(f"CPU timings use {threads} thread(s); peak memory = resident-set growth in a fresh process.")
     bad = [r for r in report.rows if r.get("status") in ("error", "oom")]
     if bad:
         notes.append(f"{len(bad)} cell(s) failed (status error/oom, message in {out_path}); error cells are retried "
@@ -393,7 +394,9 @@ def macs(breakdown: bool, breakdown_tool: str, depth: int, **kw) -> None:
 def _print_breakdowns(rows, tool: str, depth: int, kw) -> None:
     from tabulate import tabulate
 
-    from qdm_bench.cells import Cell, _cell_mask
+    import torch
+
+    from qdm_bench.cells import Cell, cell_mask
     from qdm_bench.macs import fvcore_breakdown, mac_breakdown
     from qdm_bench.registry import create_model
 
@@ -403,11 +406,9 @@ def _print_breakdowns(rows, tool: str, depth: int, kw) -> None:
         cell = Cell(model=r["model"], height=r["height"], width=r["width"], batch=r["batch"],
                     threshold=r.get("threshold"), density=r.get("density"), window=kw.get("window"),
                     patch=kw.get("patch"), chunk_size=kw.get("chunk_size"), image=kw.get("image"))
-        import torch
-
         with torch.device("meta"):
             meta_model = create_model(cell.model, **cell.overrides())
-        mask = _cell_mask(cell, meta_model) if hasattr(meta_model, "plan") else None
+        mask = cell_mask(cell, meta_model) if hasattr(meta_model, "plan") else None
         use_fvcore = tool == "fvcore" or (tool == "auto" and max(cell.height, cell.width) <= 256)
         click.echo(f"\n{cell.label()}: per-module breakdown "
                    + ("(fvcore, real CPU tensors, SDPA handle; fvcore also prices norms)" if use_fvcore
@@ -531,17 +532,21 @@ def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, s
         raise click.BadParameter(f"need 1 <= scale <= image size, got scale {scale}", param_hint="--scale")
     keys = image_keys(images, limit=limit)
     metrics = _ablation_metrics(speed, memory)
-    kw = _cell_kwargs(ex.pop("device"), ex["threads"], ex["cpu_max_res"], ex.pop("use_compile"), ex.pop("warmup"),
-                      ex.pop("reps"), ex.pop("max_time"))
+    kw = _ablation_cell_kwargs(ex)
     cells = threshold_cells(model, keys, parse_resolution(res), _float_list(thresholds, "--thresholds"), metrics,
                             image_size=image_size, scale=scale, **kw)
     _run_ablation("ablate-threshold", cells, metrics, ex)
 
 
+def _ablation_cell_kwargs(ex: dict) -> dict:
+    """Cell settings from the execution options of an ablation command (the cell-only ones are taken out of ``ex``)."""
+    return _cell_kwargs(ex.pop("device"), ex["threads"], ex["cpu_max_res"], ex.pop("use_compile"), ex.pop("warmup"),
+                        ex.pop("reps"), ex.pop("max_time"))
+
+
 def _run_ablation(command: str, cells, metrics, ex: dict) -> None:
-    _execute(command, cells, metrics, ex["out"], ex["isolate"], ex["timeout"], ex["fmt"], ex["summary"],
-             ex["threads"], ex["cpu_max_res"], ex["jobs"], ex["executor"],
-             _slurm_params(ex["slurm_partition"], ex["slurm_time"]))
+    _execute(command, cells, metrics, ex["out"], ex["isolate"], ex["timeout"], ex["fmt"], ex["summary"], ex["jobs"],
+             ex["executor"], _slurm_params(ex["slurm_partition"], ex["slurm_time"]))
 
 
 def _simple_ablation(kind: str):
@@ -567,8 +572,7 @@ Examples:
         from qdm_bench.sweep import parse_resolution
 
         metrics = _ablation_metrics(speed, memory)
-        kw = _cell_kwargs(ex.pop("device"), ex["threads"], ex["cpu_max_res"], ex.pop("use_compile"),
-                          ex.pop("warmup"), ex.pop("reps"), ex.pop("max_time"))
+        kw = _ablation_cell_kwargs(ex)
         build = ab.window_cells if kind == "window" else ab.patch_cells
         cells = build(model, parse_resolution(res), _int_list(values, f"--{plural}"), metrics,
                       thresholds=(threshold,), **kw)
@@ -602,8 +606,7 @@ def ablate_res(models, res, speed, no_memory, **ex) -> None:
     from qdm_bench.sweep import expand_models, parse_resolution
 
     metrics = _ablation_metrics(speed, not no_memory)
-    kw = _cell_kwargs(ex.pop("device"), ex["threads"], ex["cpu_max_res"], ex.pop("use_compile"), ex.pop("warmup"),
-                      ex.pop("reps"), ex.pop("max_time"))
+    kw = _ablation_cell_kwargs(ex)
     resolutions = [parse_resolution(r) for r in res.split(",") if r.strip()]
     cells = res_cells(expand_models(models), resolutions, metrics, **kw)
     _run_ablation("ablate-res", cells, metrics, ex)

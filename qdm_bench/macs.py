@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from qdm_bench.registry import ModelError, create_model, resolve
+from qdm_bench.measure import sdpa_qkv
+from qdm_bench.registry import create_model, resolve
 
 __all__ = ["MacCount", "count_macs", "sdpa_macs", "mac_breakdown", "fvcore_breakdown", "count_module_macs"]
 
@@ -75,8 +76,7 @@ class _AttentionTally(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.nn.functional.scaled_dot_product_attention:
-            names = ("query", "key", "value")
-            q, k, v = (args[i] if i < len(args) else kwargs[names[i]] for i in range(3))
+            q, k, v = sdpa_qkv(args, kwargs)
             self.macs += sdpa_macs(q.shape, k.shape, v.shape)
             self.calls += 1
         return func(*args, **kwargs)
@@ -119,10 +119,7 @@ def _build_meta(name: str, h: int, w: int, batch: int, mask: torch.Tensor | None
     info = resolve(name)
     with torch.device("meta"):
         model = create_model(name, **overrides).eval()
-    multiple = getattr(model, "input_multiple", info.multiple)
-    if h <= 0 or w <= 0 or h % multiple or w % multiple:
-        raise ModelError(f"{name} needs H and W to be positive multiples of {multiple}, got {h}x{w}; use e.g. "
-                         f"{max(multiple, h // multiple * multiple)}")
+    info.check_resolution(h, w, getattr(model, "input_multiple", None))
     plan = None
     if hasattr(model, "plan") and hasattr(model, "forward_planned"):
         if mask is not None and mask.device.type == "meta":
@@ -145,7 +142,7 @@ def count_macs(name: str, res: int | tuple[int, int], batch: int = 1, mask: torc
     ``estimate_memory``: the counting call doubles as the warm-up of a fake-tensor memory estimate, and a second,
     tracked call fills ``memory`` (see :func:`qdm_bench.measure.estimate_peak_memory`).
     """
-    from qdm_bench.measure import LiveTensorBytes, MemoryResult, _FusedSDPA
+    from qdm_bench.measure import LiveTensorBytes, _FusedSDPA, estimate_result
 
     h, w = _as_hw(res)
     if batch < 1:
@@ -175,16 +172,11 @@ def count_macs(name: str, res: int | tuple[int, int], batch: int = 1, mask: torc
         total_windows=None if plan is None else plan.n_windows, by_module=by_module,
     )
     if estimate_memory:
-        live = LiveTensorBytes("meta")
-        with torch.device("meta"), torch.no_grad(), _FusedSDPA(), live:
+        live, shim = LiveTensorBytes("meta"), _FusedSDPA()
+        with torch.device("meta"), torch.no_grad(), shim, live:
             out = fn()
             del out
-        result.memory = MemoryResult(
-            peak_bytes=live.peak, baseline_bytes=setup.live, method="estimated:live-bytes-meta:sdpa-fused",
-            estimated=True, absolute_peak_bytes=setup.live + live.peak, attention="fused",
-            notes="meta-device trace of live tensor bytes, steady state after one warm-up call, fused attention "
-                  "(output + fp32 lse only); lower bound: no allocator rounding, kernel workspaces or runtime context",
-        )
+        result.memory = estimate_result(live.peak, setup.live, "fused", shim)
     return result
 
 

@@ -35,7 +35,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 __all__ = [
-    "MemoryResult", "TimingResult", "LiveTensorBytes", "peak_memory_cuda", "peak_memory_cpu", "estimate_peak_memory", "time_fn",
+    "MemoryResult", "TimingResult", "LiveTensorBytes", "peak_memory_cuda", "peak_memory_cpu", "estimate_peak_memory",
+    "estimate_result", "sdpa_qkv", "time_fn",
     "autocast_context", "environment_info", "is_oom", "percentile", "DTYPES",
 ]
 
@@ -271,8 +272,7 @@ class _FusedSDPA(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.nn.functional.scaled_dot_product_attention:
-            names = ("query", "key", "value")
-            q, k, v = (args[i] if i < len(args) else kwargs.get(names[i]) for i in range(3))
+            q, k, v = sdpa_qkv(args, kwargs)
             if isinstance(q, torch.Tensor) and q.device.type == "meta":
                 batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
                 L, S = q.shape[-2], k.shape[-2]
@@ -415,6 +415,13 @@ def estimate_peak_memory(
             out = fn()
             del out
         peak, method = live.peak, "live-bytes"
+    del model, fn, built
+    return estimate_result(peak, base, attention, shim, method=method, warmup=warmup, first_call_peak=first_peak)
+
+
+def estimate_result(peak: int, base: int, attention: str, shim: _FusedSDPA | None, method: str = "live-bytes",
+                    warmup: bool = True, first_call_peak: int | None = None) -> MemoryResult:
+    """The :class:`MemoryResult` of a meta-device estimate: method name, attention path and limits in the notes."""
     notes = []
     if shim is not None:
         notes.append(f"SDPA assumed fused (output + fp32 lse only): {shim.calls} call(s) on meta replaced; the math "
@@ -424,12 +431,17 @@ def estimate_peak_memory(
                      "does; a fused kernel on a real device needs far less")
     notes.append("steady state after one untracked warm-up call" if warmup else "first call")
     notes.append("lower bound: tensor bytes only, no allocator rounding, kernel workspaces or runtime context")
-    del model, fn, built
     return MemoryResult(
         peak_bytes=peak, baseline_bytes=base, method=f"estimated:{method}-meta:sdpa-{attention}",
-        estimated=True, absolute_peak_bytes=base + peak, first_call_peak_bytes=first_peak, attention=attention,
+        estimated=True, absolute_peak_bytes=base + peak, first_call_peak_bytes=first_call_peak, attention=attention,
         notes="; ".join(notes),
     )
+
+
+def sdpa_qkv(args: tuple, kwargs: dict) -> tuple[Any, Any, Any]:
+    """(query, key, value) of a ``scaled_dot_product_attention`` call, given positionally or by name."""
+    names = ("query", "key", "value")
+    return tuple(args[i] if i < len(args) else kwargs.get(names[i]) for i in range(3))
 
 
 # -- speed -------------------------------------------------------------------------------------------------------

@@ -52,9 +52,12 @@ class ModelInfo:
     default_cfg: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
-    def check_resolution(self, height: int, width: int) -> None:
-        """Raise ModelError unless (height, width) is a valid input size for this model."""
-        m = self.multiple
+    def check_resolution(self, height: int, width: int, multiple: int | None = None) -> None:
+        """Raise ModelError unless (height, width) is a valid input size for this model.
+
+        ``multiple`` overrides the registered one, for an instance whose options change it (``model.input_multiple``).
+        """
+        m = multiple or self.multiple
         if height <= 0 or width <= 0 or height % m or width % m:
             lo_h, lo_w = max(m, height // m * m), max(m, width // m * m)
             raise ModelError(

@@ -698,8 +698,11 @@ def _plots(df: pd.DataFrame, out_dir: Path) -> list[tuple[str, list[Path]]]:
 def plot_overlays(df: pd.DataFrame, out: Path, max_images: int = 4,
                   target: float = 0.15) -> list[tuple[str, list[Path]]]:
     """Figure-3-style overlays for up to ``max_images`` swept images, at the stored threshold nearest ``target``."""
-    from qdm.quadtree import quadtree_decompose, quadtree_mask
-    from qdm_bench.images import degrade, image_by_name, lr_condition
+    import torch
+
+    from qdm.quadtree import quadtree_decompose
+    from qdm_bench.cells import Cell, cell_image, cell_lr_image, cell_mask
+    from qdm_bench.registry import ModelError, create_model
 
     if "image" not in df.columns or "threshold" not in df.columns:
         return []
@@ -709,16 +712,19 @@ def plot_overlays(df: pd.DataFrame, out: Path, max_images: int = 4,
     for key in list(dict.fromkeys(rows["image"]))[:max_images]:
         sub = rows[rows["image"] == key]
         r = sub.iloc[(sub["threshold"] - target).abs().argmin()]
-        size = None if pd.isna(r.get("image_size")) else int(r["image_size"])
-        scale = 4 if pd.isna(r.get("scale")) else int(r["scale"])
-        try:
-            img = image_by_name(str(key), size=size, multiple=scale)
-        except (ValueError, FileNotFoundError):
-            continue  # an image no longer available here is simply not drawn
-        lr = lr_condition(degrade(img.hr, scale))
-        s = float(r["threshold"])
-        grid = (int(r["height"]) // 2, int(r["width"]) // 2)
-        mask = quadtree_mask(lr[None], grid, s)[0]
+        optional = {k: int(r[k]) for k in ("image_size", "scale", "window", "patch") if k in r and not pd.isna(r[k])}
+        cell = Cell(model=str(r["model"]), height=int(r["height"]), width=int(r["width"]), image=str(key),
+                    threshold=float(r["threshold"]), **optional)
+        try:  # the mask exactly as the measured cell computed it
+            img = cell_image(cell)
+            with torch.device("meta"):
+                model = create_model(cell.model, **cell.overrides())
+            if not hasattr(model, "plan"):
+                continue  # a threshold on a model without masks draws nothing
+            mask = cell_mask(cell, model, img)[0]
+        except (ValueError, FileNotFoundError, ModelError):
+            continue  # an image or model no longer available here is simply not drawn
+        lr, s, scale = cell_lr_image(cell, img)[0], cell.threshold, cell.scale
         h, w = lr.shape[-2:]
         leaves = None
         if h == w and h & (h - 1) == 0:  # the recursive decomposition needs a power-of-two square

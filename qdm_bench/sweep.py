@@ -52,11 +52,11 @@ def parse_resolution(text: str | int) -> tuple[int, int]:
 def _check_size(model: str, h: int, w: int, overrides: dict[str, Any]) -> None:
     info = resolve(model)
     with torch.device("meta"):
-        multiple = getattr(create_model(model, **overrides), "input_multiple", info.multiple)
-    if h % multiple or w % multiple:
-        nearest = max(multiple, round(h / multiple) * multiple)
-        raise ModelError(f"{model} needs H and W to be multiples of {multiple}, got {h}x{w}; use e.g. --res {nearest} "
-                         f"or drop {model} from --models")
+        multiple = getattr(create_model(model, **overrides), "input_multiple", None)
+    try:
+        info.check_resolution(h, w, multiple)
+    except ModelError as e:
+        raise ModelError(f"{e}, or drop {model} from --models") from None
 
 
 def make_cells(models: Sequence[str], resolutions: Sequence[tuple[int, int]], *, batches: Sequence[int] = (1,),
@@ -109,8 +109,8 @@ def _num(value: Any, scale: float = 1.0, fmt: str = "{:,.2f}") -> str:
     return "" if value is None else fmt.format(value / scale)
 
 
-SUMMARY_COLUMNS = ("model", "res", "batch", "dtype", "patch", "window", "image", "mask", "params (M)", "GMACs", "GMACs/SR", "attn %",
-                   "peak MiB", "median ms", "p10-p90 ms", "img/s", "status")
+SUMMARY_COLUMNS = ("model", "res", "batch", "dtype", "patch", "window", "image", "mask", "params (M)", "GMACs",
+                   "GMACs/SR", "attn %", "peak MiB", "median ms", "p10-p90 ms", "img/s", "status")
 
 
 def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:

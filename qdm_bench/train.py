@@ -2,9 +2,9 @@
 
 Data: random ``crop``×``crop`` patches of an image set (:mod:`qdm_bench.images`); the HR patch is x₀, its bicubic
 ×``scale`` LR version is the condition ``lq`` and, upsampled back to the patch size, y₀ (the diffusion's residual
-target) — exactly as :meth:`qdm.diffusion.ResShiftDiffusion.sample` builds them; all in [-1, 1].  The last ``holdout`` images of the set are never used for training (quality is measured
-on them).  QDM is trained on its dense path (all windows) with λ1 = λ2 = 1; baselines get the same objective
-without the upstream term.
+target) — exactly as :meth:`qdm.diffusion.ResShiftDiffusion.sample` builds them; all in [-1, 1].  The last
+``holdout`` images of the set are never used for training (quality is measured on them).  QDM is trained on its
+dense path (all windows) with λ1 = λ2 = 1; baselines get the same objective without the upstream term.
 
 Checkpoints (``torch.save``) hold the model name and constructor overrides, the training configuration, the
 optimiser and every random state, so a run resumes exactly and loading a checkpoint into another model is refused.
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from qdm_bench.registry import create_model, resolve
+from qdm_bench.registry import ModelError, create_model, resolve
 
 __all__ = ["TrainConfig", "TrainData", "train", "load_checkpoint", "CheckpointError", "FORMAT"]
 
@@ -135,8 +134,7 @@ def _save(path: Path, model, opt, cfg: TrainConfig, step: int, data: TrainData, 
     ckpt = {
         "format": FORMAT, "model": cfg.model, "overrides": cfg.overrides, "config": dataclasses.asdict(cfg),
         "step": step, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "data": data.generator.get_state(), "diffusion": diff_gen.get_state(),
-                "python": random.getstate()},
+        "rng": {"torch": torch.get_rng_state(), "data": data.generator.get_state(), "diffusion": diff_gen.get_state()},
         "held_out": [img.name for img in data.held_out], "losses": losses,
     }
     tmp = path.with_suffix(".tmp")
@@ -162,12 +160,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    info = resolve(cfg.model)
-    multiple = info.multiple
-    if cfg.crop % multiple:
-        raise ValueError(f"{cfg.model} needs sizes that are multiples of {multiple}; --crop {cfg.crop} is not")
+    try:
+        resolve(cfg.model).check_resolution(cfg.crop, cfg.crop)
+    except ModelError as e:
+        raise ModelError(f"{e} (set by --crop)") from None
     torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
     model = create_model(cfg.model, **cfg.overrides)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     data = TrainData(cfg)
@@ -184,7 +181,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
         torch.set_rng_state(ckpt["rng"]["torch"])
         data.generator.set_state(ckpt["rng"]["data"])
         diff_gen.set_state(ckpt["rng"]["diffusion"])
-        random.setstate(ckpt["rng"]["python"])
         step, losses = int(ckpt["step"]), list(ckpt.get("losses", []))
     diffusion = ResShiftDiffusion()
     model.train()
