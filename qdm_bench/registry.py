@@ -48,7 +48,10 @@ class ModelInfo:
     in_channels: int = 3
     lq_channels: int = 3
     out_channels: int = 3
-    num_steps: int = 15  # diffusion steps of one super-resolution
+    num_steps: int = 15  # network evaluations (NFE) of one super-resolution
+    diffusion: str = "resshift"  # the diffusion process train/quality use (see qdm_bench.diffusions)
+    t_max: int | None = None  # timesteps t are integers in [0, t_max); None: [0, num_steps)
+    uniform_t: bool = False  # the model needs one timestep for the whole batch (e.g. BI-DiffSR's TaR/TaA groups)
     default_cfg: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -169,7 +172,8 @@ def example_inputs(
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, info.in_channels, h, w, generator=g, dtype=dtype).to(device)
     lq = torch.randn(batch, info.lq_channels, h, w, generator=g, dtype=dtype).to(device)
-    t = torch.randint(0, info.num_steps, (batch,), generator=g).to(device)
+    t = torch.randint(0, info.t_max or info.num_steps, (1 if info.uniform_t else batch,), generator=g)
+    t = t.expand(batch).to(device)
     mask = None
     if info.uses_mask and density is not None:
         from qdm.quadtree import random_window_mask
