@@ -1,2 +1,2 @@
 """Baseline denoisers compared against QDM; importing this package registers them."""
-from baselines import dit, swin_unet, unet  # noqa: F401
+from baselines import bi_diffsr, dit, dualdomain, swin_unet, unet  # noqa: F401

@@ -28,7 +28,7 @@ __all__ = ["Cell", "METRICS", "cell_image", "cell_lr_image", "cell_mask", "measu
            "run_cells", "needs_isolation", "resolve_device",
            "lr_test_image", "RunReport"]
 
-METRICS = ("params", "macs", "memory", "speed")
+METRICS = ("params", "macs", "memory", "speed", "quality")  # quality: sample with ``ckpt`` and score (opt-in)
 DTYPES = ("fp32", "bf16", "fp16")
 
 
@@ -48,7 +48,7 @@ class Cell:
     patch: int | None = None  # QDM: upstream patch; DiT: patch
     chunk_size: int | None = None
     compile: bool = False
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = METRICS[:4]
     threads: int | None = None  # CPU threads (recorded); None keeps torch's default
     cpu_max_res: int = 256  # on CPU, real memory/speed runs only up to this side; above it memory is estimated
     warmup: int = 10
@@ -59,6 +59,7 @@ class Cell:
     image_size: int | None = None  # HR side the image is cropped/resized to before degradation (None: native)
     scale: int = 4  # LR degradation factor (bicubic) for image masks
     seed: int = 0
+    ckpt: str | None = None  # trained checkpoint for the quality metric (qdm-bench train)
 
     def overrides(self) -> dict[str, Any]:
         """Constructor overrides implied by the cell (window / patch / chunk size)."""
@@ -176,6 +177,8 @@ def _validate(cell: Cell) -> tuple[Any, torch.nn.Module]:
         raise ValueError(f"unknown metrics {sorted(unknown)}; use {', '.join(METRICS)}")
     if cell.batch < 1:
         raise ValueError(f"batch must be at least 1, got {cell.batch}")
+    if "quality" in cell.metrics and cell.ckpt is None:
+        raise ValueError("the quality metric needs a checkpoint; pass --ckpt PATH (from `qdm-bench train`)")
     with torch.device("meta"):
         meta_model = create_model(cell.model, **cell.overrides())
     info.check_resolution(cell.height, cell.width, getattr(meta_model, "input_multiple", None))
@@ -256,6 +259,13 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
             if "speed" in cell.metrics:
                 notes.append(f"speed not measured: {cell.height}x{cell.width} on CPU is above --cpu-max-res "
                              f"{cell.cpu_max_res}; raise it to force a (slow) CPU run")
+    if "quality" in cell.metrics:
+        from qdm_bench.quality import sample_and_score
+
+        say("quality (sampling)")
+        values, quality_notes = sample_and_score(cell, image)
+        row.update(values)
+        notes += quality_notes
     env = environment_info(cell.device)
     row.update(threads=torch.get_num_threads(), device_name=env.get("device_name"),
                torch_version=env.get("torch_version"), cuda_version=env.get("cuda_version"),

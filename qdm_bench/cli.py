@@ -513,14 +513,18 @@ Examples:
 @click.option("--image-size", type=int, default=512, show_default=True,
               help="HR side: images are center-cropped to a square and resized to it before degradation.")
 @click.option("--scale", type=int, default=4, show_default=True, help="LR degradation: bicubic down-scaling factor.")
-@click.option("--res", "res", default="128", show_default=True,
-              help="Model input (the paper's 128x128 latent tile); the mask is pooled from the LR image to its grid.")
+@click.option("--res", "res", default=None,
+              help="Model input; default 128 (the paper's 128x128 latent tile; the mask is pooled from the LR image "
+                   "to its grid), or the image size with --ckpt (pixel space).")
 @click.option("--thresholds", default="0,0.03,0.06,0.09,0.15,0.3,0.6,0.9", show_default=True,
               help="Comma-separated thresholds (LR images in [-1, 1]).")
+@click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
+              help="Trained checkpoint: also super-resolve every image at every threshold and score PSNR/SSIM "
+                   "(Table 3 end to end).")
 @click.option("--speed", is_flag=True, help="Also measure latency of every cell (slow on CPU).")
 @click.option("--memory", is_flag=True, help="Also measure (or estimate) peak memory.")
 @execution_options
-def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, speed, memory, **ex) -> None:
+def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, ckpt, speed, memory, **ex) -> None:
     """Threshold sweep: per image, the full-mask row first, then each threshold: density, active windows, MACs."""
     from qdm_bench.ablate import threshold_cells
     from qdm_bench.images import image_keys
@@ -530,11 +534,15 @@ def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, s
         raise click.BadParameter("must be at least 1", param_hint="--limit")
     if scale < 1 or image_size < scale:
         raise click.BadParameter(f"need 1 <= scale <= image size, got scale {scale}", param_hint="--scale")
+    size = parse_resolution(res or (str(image_size) if ckpt else "128"))
+    if ckpt and size != (image_size, image_size):
+        raise click.BadParameter(f"with --ckpt the model super-resolves the {image_size}x{image_size} image itself; "
+                                 f"leave --res unset or give --res {image_size}", param_hint="--res")
     keys = image_keys(images, limit=limit)
-    metrics = _ablation_metrics(speed, memory)
+    metrics = _ablation_metrics(speed, memory) + (("quality",) if ckpt else ())
     kw = _ablation_cell_kwargs(ex)
-    cells = threshold_cells(model, keys, parse_resolution(res), _float_list(thresholds, "--thresholds"), metrics,
-                            image_size=image_size, scale=scale, **kw)
+    cells = threshold_cells(model, keys, size, _float_list(thresholds, "--thresholds"), metrics,
+                            image_size=image_size, scale=scale, ckpt=ckpt, **kw)
     _run_ablation("ablate-threshold", cells, metrics, ex)
 
 
@@ -699,6 +707,48 @@ def compare(baseline, new, time_tol, ratio_tol, memory_tol, psnr_tol, allow_miss
     click.echo(summary)
 
 
+# -- quality -------------------------------------------------------------------------------------------------------
+
+EPILOG_QUALITY = """\b
+Examples:
+  qdm-bench quality --ckpt runs/qdm-t/last.pt                       # the checkpoint's held-out images, full mask
+  qdm-bench quality --ckpt runs/qdm-t/last.pt --thresholds full,0.15 # QDM full mask vs threshold 0.15
+  qdm-bench quality -m qdm-t --ckpt runs/qdm-t/last.pt --data phantoms --limit 3
+Scores: PSNR/SSIM on BT.601 Y and RGB PSNR (border crop = scale), LPIPS/CLIPIQA/MUSIQ when pyiqa and their weights
+are available (else "not available: place FILE in DIR"). Bicubic upsampling is always scored as the floor.
+"""
+
+
+@main.command(epilog=EPILOG_QUALITY)
+@click.option("--model", "-m", default=None, help="Model of the checkpoint (default: the one it records).")
+@click.option("--ckpt", required=True, type=click.Path(dir_okay=False), help="Checkpoint from `qdm-bench train`.")
+@click.option("--data", "-d", default="heldout", show_default=True,
+              help="'heldout' (the images the checkpoint's training held out), an image set (ct, phantoms, "
+                   "natural, medical, builtin) or a folder of images.")
+@click.option("--limit", type=int, default=None, help="Use at most this many images.")
+@click.option("--image-size", type=int, default=None, help="HR side (default: the checkpoint's training image size).")
+@click.option("--scale", type=int, default=None, help="SR factor (default: the checkpoint's).")
+@click.option("--thresholds", default="full", show_default=True,
+              help="Comma-separated quadtree thresholds for QDM, 'full' for the full mask.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed.")
+@execution_options
+def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, **ex) -> None:
+    """Super-resolve images with a trained checkpoint (the full sampler) and score SR and bicubic against HR."""
+    from qdm_bench.quality import quality_cells
+
+    if limit is not None and limit < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--limit")
+    values = [None if v.strip().lower() in ("full", "none") else v for v in thresholds.split(",") if v.strip()]
+    try:
+        thr = [None if v is None else float(v) for v in values]
+    except ValueError:
+        raise click.BadParameter(f"give numbers or 'full', got {thresholds!r}", param_hint="--thresholds") from None
+    kw = _ablation_cell_kwargs(ex)
+    cells = quality_cells(ckpt, model=model, data=data, limit=limit, image_size=image_size, scale=scale,
+                          thresholds=thr or [None], seed=seed, **kw)
+    _run_ablation("quality", cells, ("params", "macs", "quality"), ex)
+
+
 # -- training ------------------------------------------------------------------------------------------------------
 
 EPILOG_TRAIN = """\b
@@ -727,15 +777,18 @@ Re-running the same command resumes from OUT/last.pt.
 @click.option("--threads", type=int, default=None, help="CPU threads (default: torch's).")
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run folder for checkpoints (default runs/<model>).")
+@click.option("--prediction", type=click.Choice(["x0", "residual"]), default="x0", show_default=True,
+              help="ResShift family: predict x0 (as QDM) or the residual x0 - y0 (starts at bicubic quality).")
 @click.option("--no-resume", is_flag=True, help="Start from scratch even if OUT/last.pt exists (it is overwritten).")
 def train(model, images, image_size, holdout, crop, scale, batch, steps, lr, seed, ckpt_every, threads, out_dir,
-          no_resume) -> None:
-    """Train a model with the Eq. 6 objective on random crops of an image set; resumable, deterministic."""
+          prediction, no_resume) -> None:
+    """Train a model with its diffusion objective (QDM: Eq. 6) on random crops of an image set; resumable."""
     from qdm_bench.train import TrainConfig
     from qdm_bench.train import train as run_training
 
     cfg = TrainConfig(model=model, images=images, image_size=image_size, holdout=holdout, crop=crop, scale=scale,
-                      batch=batch, steps=steps, lr=lr, seed=seed, ckpt_every=ckpt_every, threads=threads)
+                      batch=batch, steps=steps, lr=lr, seed=seed, ckpt_every=ckpt_every, threads=threads,
+                      prediction=prediction)
     out = out_dir or f"runs/{model.replace('/', '_').replace(':', '_')}"
     with click.progressbar(length=steps, label=f"train {model}", file=sys.stderr, show_pos=True,
                            item_show_func=lambda s: s) as bar:

@@ -49,8 +49,9 @@ NUMERIC = [
     "peak_mem_bytes", "peak_reserved_bytes", "latency_median_ms", "latency_p10_ms", "latency_p90_ms", "latency_n",
     "throughput_img_s", "windows_per_s", "threads", "elapsed_s",
 ]
-QUALITY = {"psnr": ("PSNR (dB)", "{:.2f}"), "ssim": ("SSIM", "{:.4f}"), "lpips": ("LPIPS", "{:.4f}"),
-           "clipiqa": ("CLIPIQA", "{:.4f}"), "musiq": ("MUSIQ", "{:.2f}")}
+QUALITY = {"psnr": ("PSNR-Y (dB)", "{:.2f}"), "ssim": ("SSIM-Y", "{:.4f}"), "lpips": ("LPIPS", "{:.4f}"),
+           "clipiqa": ("CLIPIQA", "{:.4f}"), "musiq": ("MUSIQ", "{:.2f}"), "psnr_rgb": ("PSNR-RGB (dB)", "{:.2f}"),
+           "bicubic_psnr": ("bicubic PSNR-Y", "{:.2f}"), "bicubic_ssim": ("bicubic SSIM-Y", "{:.4f}")}
 EXTRA_KEYS = ("image", "image_size", "scale", "ablation")  # columns that identify a cell when present
 IMAGE_KEYS = ("image_size", "scale", "ablation")  # sweep-block keys besides the model's own settings
 CONFIG = ["model", "height", "width", "batch", "dtype", "device", "device_name", "compile", "window", "patch",

@@ -110,7 +110,8 @@ def _num(value: Any, scale: float = 1.0, fmt: str = "{:,.2f}") -> str:
 
 
 SUMMARY_COLUMNS = ("model", "res", "batch", "dtype", "patch", "window", "image", "mask", "params (M)", "GMACs",
-                   "GMACs/SR", "attn %", "peak MiB", "median ms", "p10-p90 ms", "img/s", "status")
+                   "GMACs/SR", "attn %", "peak MiB", "median ms", "p10-p90 ms", "img/s", "PSNR-Y", "SSIM-Y",
+                   "bicubic PSNR-Y", "bicubic SSIM-Y", "status")
 
 
 def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:
@@ -145,6 +146,8 @@ def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> s
             "" if not macs or attn is None else f"{100 * attn / macs:.0f}",
             _fmt_bytes(r.get("peak_mem_bytes"), r.get("mem_estimated")),
             _num(r.get("latency_median_ms"), 1.0, "{:,.1f}"), lat, _num(r.get("throughput_img_s"), 1.0, "{:,.2f}"),
+            _num(r.get("psnr"), 1.0, "{:.2f}"), _num(r.get("ssim"), 1.0, "{:.4f}"),
+            _num(r.get("bicubic_psnr"), 1.0, "{:.2f}"), _num(r.get("bicubic_ssim"), 1.0, "{:.4f}"),
             status,
         ])
     keep = [i for i, col in enumerate(SUMMARY_COLUMNS) if col in ("model", "res", "status") or any(row[i] not in (

@@ -1,10 +1,16 @@
-"""Training any registered denoiser with the mask-guided residual-shifting objective (Eq. 6), in pixel space.
+"""Training any registered denoiser with its family's diffusion objective (QDM: Eq. 6), in pixel space.
 
 Data: random ``crop``×``crop`` patches of an image set (:mod:`qdm_bench.images`); the HR patch is x₀, its bicubic
 ×``scale`` LR version is the condition ``lq`` and, upsampled back to the patch size, y₀ (the diffusion's residual
 target) — exactly as :meth:`qdm.diffusion.ResShiftDiffusion.sample` builds them; all in [-1, 1].  The last
 ``holdout`` images of the set are never used for training (quality is measured on them).  QDM is trained on its
-dense path (all windows) with λ1 = λ2 = 1; baselines get the same objective without the upstream term.
+dense path (all windows) with λ1 = λ2 = 1; the Figure-5 baselines get the same objective without the upstream term;
+BI-DiffSR and the dual-domain model train with their own processes (:mod:`qdm_bench.diffusions`).
+
+``prediction="residual"`` (ResShift family only) trains x̂₀ = y₀ + f(x_t, t, lq) instead of x̂₀ = f(…): the network
+learns the correction to bicubic upsampling, as SR3-style and dual-domain models do.  Every model's output layer starts
+at zero, so such a model starts exactly at bicubic quality; it is the recipe that makes the tiny model useful after
+minutes on a CPU.  The choice is stored in the checkpoint and re-applied by :func:`load_checkpoint`.
 
 Checkpoints (``torch.save``) hold the model name and constructor overrides, the training configuration, the
 optimiser and every random state, so a run resumes exactly and loading a checkpoint into another model is refused.
@@ -21,9 +27,34 @@ import torch
 
 from qdm_bench.registry import ModelError, create_model, resolve
 
-__all__ = ["TrainConfig", "TrainData", "train", "load_checkpoint", "CheckpointError", "FORMAT"]
+__all__ = ["TrainConfig", "TrainData", "train", "load_checkpoint", "CheckpointError", "FORMAT", "PREDICTIONS",
+           "ResidualPrediction"]
 
 FORMAT = "qdm-bench-checkpoint-v1"
+PREDICTIONS = ("x0", "residual")
+
+
+class ResidualPrediction(torch.nn.Module):
+    """x̂₀ = y₀ + module(x_t, t, lq, …): y₀ is lq bicubic-upsampled to x_t's size, added to every returned stream."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module  # the name lets qdm.diffusion see through the wrapper (return_upstream support)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # down_patch, window, plan, … of the wrapped model
+            return getattr(self.module, name)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, mask: torch.Tensor | None = None,
+                **kwargs: Any):
+        y0 = lq if lq.shape[-2:] == x_t.shape[-2:] else torch.nn.functional.interpolate(
+            lq, size=x_t.shape[-2:], mode="bicubic", align_corners=False)
+        out = self.module(x_t, t, lq, mask=mask, **kwargs)
+        if isinstance(out, (tuple, list)):
+            return type(out)(o + y0.to(o.dtype) for o in out)
+        return out + y0.to(out.dtype)
 
 
 class CheckpointError(ValueError):
@@ -48,6 +79,8 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 500
     threads: int | None = None
+    prediction: str = "x0"  # "x0" or "residual" (x̂₀ = y₀ + output; ResShift family)
+    kappa: float | None = None  # ResShift noise scale κ (None: the family's default, 2.0 for QDM)
 
 
 class TrainData:
@@ -102,7 +135,8 @@ def load_checkpoint(path: str | Path, model: str | None = None) -> tuple[torch.n
     """Build the checkpoint's model and load its weights; ``model`` (if given) must be the checkpoint's model.
 
     Externally trained weights can be used too: save ``{"format": FORMAT, "model": NAME, "overrides": {...},
-    "state_dict": model.state_dict()}`` with ``torch.save``.
+    "state_dict": model.state_dict()}`` with ``torch.save`` (add ``"config": {"prediction": "residual"}`` for a network
+    trained to predict x₀ − y₀).
     """
     path = Path(path)
     if not path.is_file():
@@ -126,20 +160,33 @@ def load_checkpoint(path: str | Path, model: str | None = None) -> tuple[torch.n
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not fit {name} with overrides {ckpt.get('overrides')}: "
                               f"{first}") from None
-    return net, ckpt
+    prediction = (ckpt.get("config") or {}).get("prediction", "x0")
+    if prediction not in PREDICTIONS:
+        raise CheckpointError(f"checkpoint {path} has prediction {prediction!r}; use one of {', '.join(PREDICTIONS)}")
+    return wrap_prediction(net, prediction), ckpt
+
+
+def wrap_prediction(model: torch.nn.Module, prediction: str) -> torch.nn.Module:
+    """The model as trained and sampled: itself for x0, :class:`ResidualPrediction` around it for residual."""
+    return ResidualPrediction(model) if prediction == "residual" else model
 
 
 def _save(path: Path, model, opt, cfg: TrainConfig, step: int, data: TrainData, diff_gen: torch.Generator,
           losses: list[float]) -> None:
     ckpt = {
         "format": FORMAT, "model": cfg.model, "overrides": cfg.overrides, "config": dataclasses.asdict(cfg),
-        "step": step, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+        "step": step, "state_dict": _bare(model).state_dict(), "optimizer": opt.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "data": data.generator.get_state(), "diffusion": diff_gen.get_state()},
         "held_out": [img.name for img in data.held_out], "losses": losses,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(ckpt, tmp)
     tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
+
+
+def _bare(model: torch.nn.Module) -> torch.nn.Module:
+    """The registered network inside a prediction wrapper (checkpoints store its state dict)."""
+    return model.module if isinstance(model, ResidualPrediction) else model
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
@@ -149,7 +196,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
     With ``resume`` and an existing ``last.pt`` of the same configuration, training continues from it exactly (same
     weights as an uninterrupted run).  ``progress(step, loss)`` is called after every step.
     """
-    from qdm.diffusion import ResShiftDiffusion
+    from qdm_bench.diffusions import diffusion_for
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,29 +207,36 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    info = resolve(cfg.model)
+    if cfg.prediction not in PREDICTIONS:
+        raise ValueError(f"unknown --prediction {cfg.prediction!r}; use one of {', '.join(PREDICTIONS)}")
+    if cfg.prediction == "residual" and info.diffusion != "resshift":
+        raise ValueError(f"--prediction residual applies to ResShift-family models; {cfg.model} trains with its own "
+                         f"{info.diffusion!r} process (leave --prediction x0)")
     try:
         resolve(cfg.model).check_resolution(cfg.crop, cfg.crop)
     except ModelError as e:
         raise ModelError(f"{e} (set by --crop)") from None
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, **cfg.overrides)
+    net = create_model(cfg.model, **cfg.overrides)
+    model = wrap_prediction(net, cfg.prediction)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     data = TrainData(cfg)
     diff_gen = torch.Generator().manual_seed(cfg.seed + 1)
     step, losses = 0, []
     if resume and last.exists():
-        net, ckpt = load_checkpoint(last, cfg.model)
+        loaded, ckpt = load_checkpoint(last, cfg.model)
         old = _config_from(ckpt)
         if dataclasses.replace(old, steps=cfg.steps, ckpt_every=cfg.ckpt_every, threads=cfg.threads) != cfg:
             raise ValueError(f"{last} was trained with a different configuration ({old}); use another --out or the "
                              "same options")
-        model.load_state_dict(net.state_dict())
+        model.load_state_dict(loaded.state_dict())
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         data.generator.set_state(ckpt["rng"]["data"])
         diff_gen.set_state(ckpt["rng"]["diffusion"])
         step, losses = int(ckpt["step"]), list(ckpt.get("losses", []))
-    diffusion = ResShiftDiffusion()
+    diffusion = diffusion_for(info, cfg.kappa)
     model.train()
     while step < cfg.steps:
         x0, y0, lq = data.batch()

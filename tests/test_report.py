@@ -141,7 +141,7 @@ def test_threshold_table_puts_the_full_mask_first(results):
     assert density == sorted(density, reverse=True) and density[0] == 100.0
     assert list(table["active windows / total"]) == ["64 / 64", "40 / 64", "12 / 64", "6 / 64"]
     assert list(table["TMACs/SR (15 steps)"]) == ["18.32", "10.94", "4.54", "3.65"]
-    assert "median ms [p10–p90]" not in table.columns and "PSNR (dB)" not in table.columns
+    assert "median ms [p10–p90]" not in table.columns and "PSNR-Y (dB)" not in table.columns
     assert md.index("full mask") < md.index("0.15")
     assert tex.index("full mask") < tex.index("0.15") and "patch density (\\%)" in tex
 
@@ -155,7 +155,7 @@ def test_threshold_table_averages_over_images_and_keeps_quality(tmp_path):
     df = load_rows(path)
     table = threshold_table(df)
     assert list(table["threshold"]) == ["full mask", "0.10"]
-    assert list(table["PSNR (dB)"]) == ["31.00", "30.90"] and list(table["images"]) == ["2", "2"]
+    assert list(table["PSNR-Y (dB)"]) == ["31.00", "30.90"] and list(table["images"]) == ["2", "2"]
     assert table["patch density (%)"].iloc[1] == "40.00"
     per_image = threshold_table(df, per_image=True)
     assert len(per_image) == 4 and set(per_image["image"]) == {"a.png", "b.png"}

@@ -1,0 +1,167 @@
+"""Quality metrics against closed-form oracles, the residual prediction wrapper, and the quality CLI end to end."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from qdm_bench import quality as q
+from qdm_bench.cli import main
+from qdm_bench.train import ResidualPrediction, TrainConfig, load_checkpoint, train
+
+
+def _gray(v: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) gray image with R = G = B = v."""
+    return v.expand(-1, 3, -1, -1).clone()
+
+
+def test_y_channel_is_bt601():
+    img = torch.zeros(3, 3, 2, 2)
+    img[0] = 1.0  # white
+    img[2, 0] = 1.0  # pure red
+    y = q.y_channel(img)
+    assert torch.allclose(y[0], torch.full((2, 2), 235.0, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(y[1], torch.full((2, 2), 16.0, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(y[2], torch.full((2, 2), 16 + 65.481, dtype=torch.float64), atol=1e-9)
+
+
+@pytest.mark.parametrize("crop", [0, 4])
+def test_psnr_y_matches_closed_form(crop):
+    g = torch.Generator().manual_seed(0)
+    hr = _gray(0.2 + 0.5 * torch.rand(2, 1, 32, 32, generator=g))
+    d = 0.01
+    sr = hr + d
+    expected = 10 * math.log10(255.0 ** 2 / (219.0 * d) ** 2)  # Y = 16 + 219·v on gray images
+    got = q.psnr_y(sr, hr, crop=crop)
+    assert got.shape == (2,)
+    assert torch.allclose(got, torch.full((2,), expected, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(q.psnr_rgb(sr, hr, crop), torch.full((2,), 10 * math.log10(1 / d ** 2),
+                                                                 dtype=torch.float64), atol=1e-6)
+
+
+def test_psnr_crop_ignores_the_border():
+    hr = _gray(torch.full((1, 1, 32, 32), 0.5))
+    sr = hr.clone()
+    sr[..., :4, :] = 0.9  # damage only the top 4 rows
+    assert math.isinf(float(q.psnr_y(sr, hr, crop=4)))
+    assert float(q.psnr_y(sr, hr, crop=0)) < 30
+
+
+def test_ssim_y_identity_and_monotone():
+    g = torch.Generator().manual_seed(1)
+    hr = torch.rand(1, 3, 48, 48, generator=g)
+    assert float(q.ssim_y(hr, hr)) == pytest.approx(1.0)
+    noise = torch.randn(hr.shape, generator=g)
+    s1 = float(q.ssim_y((hr + 0.02 * noise).clamp(0, 1), hr))
+    s2 = float(q.ssim_y((hr + 0.1 * noise).clamp(0, 1), hr))
+    assert 1.0 > s1 > s2 > 0
+
+
+def test_metrics_refuse_minus_one_to_one_range_and_bad_shapes():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        q.psnr_y(-torch.ones(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="differ in shape"):
+        q.psnr_y(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 16))
+    with pytest.raises(ValueError, match="crop"):
+        q.psnr_y(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), crop=4)
+
+
+def test_learned_metrics_without_weights_are_not_available_never_zero(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    q.learned_metric.cache_clear()
+    try:
+        x = torch.rand(1, 3, 32, 32)
+        values, notes = q.score(x, x, metrics=("psnr", "lpips", "musiq", "clipiqa"))
+    finally:
+        q.learned_metric.cache_clear()
+    assert values["lpips"] == [None] and values["musiq"] == [None] and values["clipiqa"] == [None]
+    assert math.isinf(values["psnr"][0])
+    text = " | ".join(notes)
+    assert f"not available: place alexnet-owt-7be5be79.pth in {tmp_path / 'hub' / 'checkpoints'}" in text
+    assert "musiq_koniq_ckpt-e95806b9.pth" in text and "RN50.pt" in text
+
+
+def test_psnr_agrees_with_pyiqa_where_pyiqa_works():
+    try:
+        import pyiqa
+    except Exception:  # noqa: BLE001 - pyiqa needs a working torchvision (not in the CPU CI environment)
+        pytest.skip("pyiqa is not importable here (needs torchvision)")
+    g = torch.Generator().manual_seed(2)
+    hr = torch.rand(1, 3, 32, 32, generator=g)
+    sr = (hr + 0.03 * torch.randn(hr.shape, generator=g)).clamp(0, 1)
+    ref = pyiqa.create_metric("psnr", test_y_channel=True, color_space="ycbcr", device="cpu")
+    assert float(q.psnr_y(sr, hr)) == pytest.approx(float(ref(sr, hr)), abs=1e-3)
+
+
+def test_residual_wrapper_adds_bicubic_and_passes_attributes():
+    class Zero(torch.nn.Module):
+        window = 8
+
+        def forward(self, x_t, t, lq, mask=None):
+            return torch.zeros_like(x_t)
+
+    wrapped = ResidualPrediction(Zero())
+    lq = torch.rand(1, 3, 8, 8) * 2 - 1
+    x = torch.randn(1, 3, 32, 32)
+    y0 = torch.nn.functional.interpolate(lq, size=(32, 32), mode="bicubic", align_corners=False)
+    assert torch.equal(wrapped(x, torch.zeros(1, dtype=torch.long), lq), y0)
+    assert wrapped.window == 8
+
+
+@pytest.fixture(scope="module")
+def untrained_residual_ckpt(tmp_path_factory):
+    """A residual qdm-t 'trained' with lr 0: its output layer is still zero, so it predicts exactly y0 (bicubic)."""
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(model="qdm-t", images="phantoms", image_size=64, holdout=1, crop=32, batch=2, steps=1, lr=0.0,
+                      prediction="residual", threads=1)
+    return train(cfg, out, resume=False)
+
+
+def test_untrained_residual_model_scores_exactly_bicubic(untrained_residual_ckpt):
+    """Oracle: x̂0 = y0 at every step makes the sampler return y0, so SR quality equals the bicubic floor."""
+    model, ckpt = load_checkpoint(untrained_residual_ckpt)
+    assert isinstance(model, ResidualPrediction) and ckpt["config"]["prediction"] == "residual"
+    runner = CliRunner()
+    res = runner.invoke(main, ["quality", "--ckpt", str(untrained_residual_ckpt), "--thresholds", "full,0.15",
+                               "-o", str(untrained_residual_ckpt.parent / "q.jsonl"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (untrained_residual_ckpt.parent / "q.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and {r["threshold"] for r in rows} == {None, 0.15}
+    for r in rows:
+        assert r["status"] == "ok" and r["image"] == "phantoms:ct_phantom_noisy"  # the held-out image
+        assert r["psnr"] == pytest.approx(r["bicubic_psnr"], abs=1e-9)
+        assert r["ssim"] == pytest.approx(r["bicubic_ssim"], abs=1e-9)
+        assert r["macs"] > 0 and r["ckpt"] == str(untrained_residual_ckpt)
+        assert r["lpips"] is None and "not available" in (r["message"] or "")
+    full, sparse = sorted(rows, key=lambda r: r["threshold"] is not None)
+    assert sparse["patch_density"] < 1.0 and sparse["macs"] < full["macs"]
+    assert "PSNR-Y" in res.output and "bicubic PSNR-Y" in res.output
+
+
+def test_threshold_ablation_gains_quality_columns(untrained_residual_ckpt, tmp_path):
+    out = tmp_path / "abl.jsonl"
+    res = CliRunner().invoke(main, ["ablate", "threshold", "-m", "qdm-t", "--images", "phantoms", "--limit", "1",
+                                    "--image-size", "64", "--thresholds", "0.15", "--ckpt",
+                                    str(untrained_residual_ckpt), "-o", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["threshold"] for r in rows] == [None, 0.15]
+    assert all(r["psnr"] is not None and r["bicubic_psnr"] is not None for r in rows)
+    from qdm_bench.report import load_rows, threshold_table
+
+    table = threshold_table(load_rows([out]))
+    assert "PSNR-Y (dB)" in table.columns and "SSIM-Y" in table.columns
+
+
+def test_quality_bad_input_is_one_line(untrained_residual_ckpt, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["quality", "--ckpt", str(tmp_path / "missing.pt")])
+    assert res.exit_code != 0 and "does not exist" in res.output and "Traceback" not in res.output
+    res = runner.invoke(main, ["quality", "--ckpt", str(untrained_residual_ckpt), "-m", "unet"])
+    assert res.exit_code != 0 and "holds model 'qdm-t'" in res.output
+    res = runner.invoke(main, ["ablate", "threshold", "-m", "qdm-t", "--ckpt", str(untrained_residual_ckpt),
+                               "--image-size", "64", "--res", "128"])
+    assert res.exit_code != 0 and "--res" in res.output
