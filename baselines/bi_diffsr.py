@@ -440,6 +440,13 @@ class BIDiffSRUNet(nn.Module):
         return {"params_fp_equiv": total, "binary_params": binary, "fp_params": total - binary, "tar_params": tar,
                 "taa_params": taa}
 
+    def prepare_inference(self) -> None:
+        """Binarise the weights once for timing (as a deployed BNN stores them); undo with ``frozen_binary_weights``."""
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, BinaryConv2d) and m.binary:
+                    m.frozen_weight = binarize_weight(m.weight)
+
     def cost_extras(self, height: int, width: int, batch: int = 1) -> dict[str, float | int]:
         """Binary-network accounting of one evaluation at output size H×W (spec §4.4), computed analytically.
 
@@ -530,6 +537,8 @@ class BIDiffSRDiffusion:
     (it builds ``DDIMScheduler`` with default options); ``(0, 1)`` clamps to the data range instead.  The schedule is
     computed in float64 (diffusers: float32).
     """
+
+    data_range = (0.0, 1.0)  # the network's native image range
 
     def __init__(self, total_step: int = T_MAX, beta_start: float = 1e-6, beta_end: float = 1e-2, steps: int = 50,
                  clip_range: tuple[float, float] | None = (-1.0, 1.0)):

@@ -25,6 +25,7 @@ from qdm_bench.registry import ModelError, create_model, resolve
 from qdm_bench.results import append_result, empty_row
 
 __all__ = ["Cell", "METRICS", "cell_image", "cell_lr_image", "cell_mask", "measure_cell", "measure_in_process",
+           "model_cost_extras",
            "run_cells", "needs_isolation", "resolve_device",
            "lr_test_image", "RunReport"]
 
@@ -60,6 +61,7 @@ class Cell:
     scale: int = 4  # LR degradation factor (bicubic) for image masks
     seed: int = 0
     ckpt: str | None = None  # trained checkpoint for the quality metric (qdm-bench train)
+    tile: int | None = None  # quality: sample in independent tiles of this side (None: the whole image at once)
 
     def overrides(self) -> dict[str, Any]:
         """Constructor overrides implied by the cell (window / patch / chunk size)."""
@@ -207,6 +209,7 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
         params_paper=counts["paper"], height=cell.height, width=cell.width, batch=cell.batch, dtype=cell.dtype,
         device=cell.device, compile=cell.compile, threshold=cell.threshold, density=cell.density,
         image=cell.image, image_size=cell.image_size if cell.image else None, scale=cell.scale if cell.image else None,
+        tile=cell.tile,
         window=getattr(meta_model, "window", None) if uses_mask else None,
         patch=getattr(meta_model, "up_patch", getattr(meta_model, "patch", None)), num_steps=info.num_steps,
     )
@@ -227,6 +230,7 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
                         **cell.overrides())
     if "macs" in cell.metrics:
         row.update(macs=mc.macs, attention_macs=mc.attention_macs, macs_per_sr=mc.macs_per_sr)
+        row.update(model_cost_extras(meta_model, cell, mc.macs, notes))
     if "memory" in cell.metrics or "speed" in cell.metrics:
         if cell.real_run:
             model, fn = _build_real(cell, mask)
@@ -274,6 +278,31 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
     return row
 
 
+def model_cost_extras(model: torch.nn.Module, cell: Cell, macs: int, notes: list[str]) -> dict[str, Any]:
+    """Row fields from a model's analytic ``cost_extras`` (binary ops, deployed parameters, DCT/DWT costs).
+
+    Binary networks (BI-DiffSR) report ``bops``, the MACs of their binarised convolutions: then ``ops`` =
+    (counted MACs − bops) + bops/64, the field's convention, and a note says that measured speed and memory are those of
+    the float simulation.  Everything the model reports is kept in ``cost_extra``.
+    """
+    fn = getattr(model, "cost_extras", None)
+    if fn is None:
+        return {}
+    extra = fn(cell.height, cell.width, cell.batch)
+    out: dict[str, Any] = {"cost_extra": extra}
+    if "params_deploy" in extra:
+        out["params_deploy"] = extra["params_deploy"]
+    if extra.get("bops"):
+        bops = int(extra["bops"])
+        out.update(bops=bops, ops=(macs - bops) + bops / 64)
+        notes.append("binary network simulated in floating point: measured latency and memory are those of the "
+                     "float network; BOPs/OPs (fp MACs + BOPs/64) and deployed params are analytic")
+    if extra.get("dct_macs_dense") and not extra.get("dct_macs_counted"):
+        notes.append(f"DCT via {extra.get('dct_impl')} is not in MACs; as dense matrix products it would add "
+                     f"{extra['dct_macs_dense'] / 1e9:,.2f} GMACs")
+    return out
+
+
 def _inputs(cell: Cell, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     info = resolve(cell.model)
     g = torch.Generator().manual_seed(cell.seed)
@@ -288,6 +317,8 @@ def _build_real(cell: Cell, mask: torch.Tensor | None):
     from qdm_bench.measure import autocast_context
 
     model = create_model(cell.model, **cell.overrides()).to(cell.device).eval()
+    if hasattr(model, "prepare_inference"):  # e.g. BI-DiffSR binarises its weights once, as deployed
+        model.prepare_inference()
     runner = torch.compile(model) if cell.compile else model
     x, t, lq = _inputs(cell, cell.device)
     m = None if mask is None else mask.to(cell.device)

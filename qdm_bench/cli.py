@@ -290,8 +290,13 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
         notes.append(f"Speed is not measured on CPU above --cpu-max-res {cpu_max_res} (it could take hours); "
                      "measure a smaller --res, or raise --cpu-max-res to force it.")
     if "macs" in metrics:
+        steps = sorted({r["num_steps"] for r in report.rows if r.get("num_steps")})
         notes.append("MACs: one network evaluation (multiply-accumulates of convolutions and matmuls, attention "
-                     "included; FLOPs = 2 x MACs); GMACs/SR = 15 evaluations.")
+                     "included; FLOPs = 2 x MACs); GMACs/SR = the model's network evaluations per super-resolution "
+                     f"({', '.join(map(str, steps)) or 15}).")
+    for model_name, msg in dict.fromkeys((r["model"], r["message"]) for r in report.rows
+                                         if r.get("status") == "ok" and r.get("message")):
+        notes.append(f"{model_name}: {msg}")
     if n_real and dev == "cpu":
         notes.append(f"CPU timings use {threads} thread(s); peak memory = resident-set growth in a fresh process.")
     bad = [r for r in report.rows if r.get("status") in ("error", "oom")]
@@ -523,8 +528,12 @@ Examples:
                    "(Table 3 end to end).")
 @click.option("--speed", is_flag=True, help="Also measure latency of every cell (slow on CPU).")
 @click.option("--memory", is_flag=True, help="Also measure (or estimate) peak memory.")
+@click.option("--tile", default="auto", show_default=True,
+              help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its "
+                   "position embeddings have seen; 0: the whole image at once).")
 @execution_options
-def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, ckpt, speed, memory, **ex) -> None:
+def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, ckpt, speed, memory, tile,
+                     **ex) -> None:
     """Threshold sweep: per image, the full-mask row first, then each threshold: density, active windows, MACs."""
     from qdm_bench.ablate import threshold_cells
     from qdm_bench.images import image_keys
@@ -541,6 +550,10 @@ def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, c
     keys = image_keys(images, limit=limit)
     metrics = _ablation_metrics(speed, memory) + (("quality",) if ckpt else ())
     kw = _ablation_cell_kwargs(ex)
+    if ckpt:
+        from qdm_bench.quality import checkpoint_tile
+
+        kw["tile"] = checkpoint_tile(ckpt, _tile(tile))
     cells = threshold_cells(model, keys, size, _float_list(thresholds, "--thresholds"), metrics,
                             image_size=image_size, scale=scale, ckpt=ckpt, **kw)
     _run_ablation("ablate-threshold", cells, metrics, ex)
@@ -719,6 +732,19 @@ are available (else "not available: place FILE in DIR"). Bicubic upsampling is a
 """
 
 
+def _tile(text: str) -> int | str | None:
+    """--tile: 'auto', or a non-negative integer (0 = whole image)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise click.BadParameter(f"give 'auto' or a tile side in pixels, got {text!r}", param_hint="--tile") from None
+    if value < 0:
+        raise click.BadParameter("must be 0 (whole image) or a positive side", param_hint="--tile")
+    return value
+
+
 @main.command(epilog=EPILOG_QUALITY)
 @click.option("--model", "-m", default=None, help="Model of the checkpoint (default: the one it records).")
 @click.option("--ckpt", required=True, type=click.Path(dir_okay=False), help="Checkpoint from `qdm-bench train`.")
@@ -731,8 +757,11 @@ are available (else "not available: place FILE in DIR"). Bicubic upsampling is a
 @click.option("--thresholds", default="full", show_default=True,
               help="Comma-separated quadtree thresholds for QDM, 'full' for the full mask.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed.")
+@click.option("--tile", default="auto", show_default=True,
+              help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its "
+                   "position embeddings have seen; 0: the whole image at once).")
 @execution_options
-def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, **ex) -> None:
+def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, tile, **ex) -> None:
     """Super-resolve images with a trained checkpoint (the full sampler) and score SR and bicubic against HR."""
     from qdm_bench.quality import quality_cells
 
@@ -745,7 +774,7 @@ def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, **ex)
         raise click.BadParameter(f"give numbers or 'full', got {thresholds!r}", param_hint="--thresholds") from None
     kw = _ablation_cell_kwargs(ex)
     cells = quality_cells(ckpt, model=model, data=data, limit=limit, image_size=image_size, scale=scale,
-                          thresholds=thr or [None], seed=seed, **kw)
+                          thresholds=thr or [None], seed=seed, tile=_tile(tile), **kw)
     _run_ablation("quality", cells, ("params", "macs", "quality"), ex)
 
 
@@ -801,6 +830,10 @@ def train(model, images, image_size, holdout, crop, scale, batch, steps, lr, see
         last = run_training(cfg, out, resume=not no_resume, progress=progress)
     click.echo(f"checkpoint: {last}")
 
+
+from qdm_bench.cli_pgs import pgs_cmd  # noqa: E402 - registered after the group is defined
+
+main.add_command(pgs_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

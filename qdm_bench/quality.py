@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 __all__ = ["FULL_REFERENCE", "LEARNED", "METRICS", "y_channel", "psnr_y", "ssim_y", "psnr_rgb", "hub_dir",
-           "learned_metric", "score", "sample_and_score", "quality_cells"]
+           "learned_metric", "score", "sample_and_score", "quality_cells", "checkpoint_tile"]
 
 FULL_REFERENCE = ("psnr", "ssim", "psnr_rgb")
 LEARNED: dict[str, tuple[tuple[str, str], ...]] = {  # metric -> files (hub sub-folder, name) pyiqa loads offline
@@ -151,12 +151,19 @@ def score(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, metrics: Sequence[s
 def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) -> tuple[dict[str, Any], list[str]]:
     """Super-resolve the cell's image with its checkpoint and score SR and bicubic against HR.
 
-    The LR input is built from the HR image exactly as the mask and the training data are (bicubic ×scale with
-    antialiasing); the sampler runs all of the model's steps with the cell's threshold (None: full mask) and seed.
-    Returns the result-row fields and notes.
+    The LR input is the HR image degraded by bicubic ×scale with antialiasing, as for the masks and the training
+    data.  The sampler runs all of the model's steps with the cell's threshold (None: full mask) and seed.  With
+    ``cell.tile`` the LR image is cut into tiles of ``tile/scale`` pixels that are super-resolved independently, as
+    one batch (a model trained on crops of that size sees the positions it was trained on), and stitched; the
+    row's MACs and mask statistics are then those of the tiles, i.e. of exactly what ran.  The bicubic floor is
+    always the upsampling of the whole LR image.  Returns the result-row fields and notes.
     """
+    import torch.nn.functional as F
+    from einops import rearrange
+
     from qdm_bench.diffusions import diffusion_for
     from qdm_bench.images import degrade, lr_condition
+    from qdm_bench.macs import count_macs
     from qdm_bench.registry import resolve
     from qdm_bench.train import load_checkpoint
 
@@ -165,21 +172,39 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     if image is None:
         raise ValueError("quality needs an image; pass --images SET or --image NAME")
     hr = image.hr[None].float()
-    if tuple(hr.shape[-2:]) != (cell.height, cell.width):
+    height, width, sf = cell.height, cell.width, cell.scale
+    if tuple(hr.shape[-2:]) != (height, width):
         raise ValueError(f"image {image.name} is {hr.shape[-2]}x{hr.shape[-1]} but the cell runs at "
-                         f"{cell.height}x{cell.width}; use --res equal to --image-size")
+                         f"{height}x{width}; use --res equal to --image-size")
+    tile = cell.tile or None
+    if tile and (height % tile or width % tile or tile % sf):
+        raise ValueError(f"--tile {tile} must divide the image ({height}x{width}) and be a multiple of the scale {sf}")
     model, ckpt = load_checkpoint(cell.ckpt, cell.model)
     model = model.to(cell.device).eval()
-    lq = lr_condition(degrade(hr, cell.scale)).to(cell.device)
+    lq = lr_condition(degrade(hr, sf))
+    x = lq if not tile else rearrange(lq, "b c (nh h) (nw w) -> (b nh nw) c h w", h=tile // sf, w=tile // sf)
     diffusion = diffusion_for(resolve(cell.model), (ckpt.get("config") or {}).get("kappa"))
     with torch.inference_mode():
-        res = diffusion.sample(model, lq, sf=cell.scale, threshold=cell.threshold, seed=cell.seed)
-    sr = ((res.sr.float().cpu() + 1) / 2).clamp(0, 1)
-    bicubic = ((res.y0.float().cpu() + 1) / 2).clamp(0, 1)
-    values, notes = score(sr, hr, crop=cell.scale, metrics=metrics, device=cell.device)
-    floor, _ = score(bicubic, hr, crop=cell.scale, metrics=("psnr", "ssim"))
+        res = diffusion.sample(model, x.to(cell.device), sf=sf, threshold=cell.threshold, seed=cell.seed)
+    sr = res.sr.float().cpu()
+    if tile:
+        sr = rearrange(sr, "(b nh nw) c h w -> b c (nh h) (nw w)", nh=height // tile, nw=width // tile)
+    sr = ((sr + 1) / 2).clamp(0, 1)
+    bicubic = ((F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False) + 1) / 2).clamp(0, 1)
+    values, notes = score(sr, hr, crop=sf, metrics=metrics, device=cell.device)
+    floor, _ = score(bicubic, hr, crop=sf, metrics=("psnr", "ssim"))
     row = {m: v[0] for m, v in values.items()}
     row.update(bicubic_psnr=floor["psnr"][0], bicubic_ssim=floor["ssim"][0], ckpt=str(cell.ckpt))
+    if tile and "macs" in cell.metrics:  # cost of what ran: the tiles as one batch, on their own masks
+        mask = res.model_mask.cpu() if cell.threshold is not None else None
+        mc = count_macs(cell.model, (tile, tile), x.shape[0], mask=mask, **ckpt.get("overrides", {}))
+        row.update(macs=mc.macs, attention_macs=mc.attention_macs, macs_per_sr=mc.macs_per_sr)
+        if mc.total_windows:
+            row.update(active_windows=mc.active_windows, total_windows=mc.total_windows,
+                       window_density=mc.active_windows / mc.total_windows,
+                       patch_density=float(res.model_mask.float().mean()))
+        notes.append(f"sampled in {x.shape[0]} independent {tile}x{tile} tiles; MACs and mask statistics are the "
+                     "tiles'")
     return row, notes
 
 
@@ -200,13 +225,24 @@ def _checkpoint_meta(path: str) -> dict[str, Any]:
     return {"model": ckpt.get("model"), "config": ckpt.get("config") or {}, "held_out": ckpt.get("held_out") or []}
 
 
+def checkpoint_tile(meta: dict[str, Any] | str, tile: int | str | None) -> int | None:
+    """The sampling tile: ``"auto"`` = the checkpoint's training crop, None/0 = whole image, else the given side."""
+    if tile == "auto":
+        meta = _checkpoint_meta(meta) if isinstance(meta, str) else meta
+        crop = meta["config"].get("crop")
+        return int(crop) if crop else None
+    return int(tile) or None if tile is not None else None
+
+
 def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", limit: int | None = None,
                   image_size: int | None = None, scale: int | None = None,
-                  thresholds: Sequence[float | None] = (None,), seed: int = 0, **cell_kwargs: Any) -> list[Any]:
+                  thresholds: Sequence[float | None] = (None,), seed: int = 0, tile: int | str | None = "auto",
+                  **cell_kwargs: Any) -> list[Any]:
     """Cells that super-resolve and score each image of ``data`` (default: the checkpoint's held-out images).
 
-    Image size and scale default to the checkpoint's training values; each cell also counts the MACs of the network
-    on the mask it samples with, so quality and cost come from the same mask.
+    Image size and scale default to the checkpoint's training values; ``tile="auto"`` samples in tiles of the
+    training crop (see :func:`sample_and_score`), None or 0 the whole image at once.  Each cell also counts the MACs
+    of what it samples, so quality and cost come from the same masks.
     """
     from qdm_bench.images import image_keys
     from qdm_bench.registry import resolve
@@ -219,6 +255,7 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
         raise CheckpointError(f"checkpoint {ckpt} holds model {meta['model']!r}, not {name!r}; pass --model "
                               f"{meta['model']} or another checkpoint")
     cfg = meta["config"]
+    tile = checkpoint_tile(meta, tile)
     size = image_size or int(cfg.get("image_size", 256))
     sf = scale or int(cfg.get("scale", 4))
     if data == "heldout":
@@ -236,5 +273,6 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
     for key in keys:
         for s in dict.fromkeys(thresholds):  # one call each: make_cells drops the full mask when thresholds are given
             cells += make_cells([name], [(size, size)], thresholds=[s], metrics=("params", "macs", "quality"),
-                                image=key, image_size=size, scale=sf, ckpt=str(ckpt), seed=seed, **cell_kwargs)
+                                image=key, image_size=size, scale=sf, ckpt=str(ckpt), seed=seed, tile=tile,
+                                **cell_kwargs)
     return cells

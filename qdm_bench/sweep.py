@@ -109,8 +109,8 @@ def _num(value: Any, scale: float = 1.0, fmt: str = "{:,.2f}") -> str:
     return "" if value is None else fmt.format(value / scale)
 
 
-SUMMARY_COLUMNS = ("model", "res", "batch", "dtype", "patch", "window", "image", "mask", "params (M)", "GMACs",
-                   "GMACs/SR", "attn %", "peak MiB", "median ms", "p10-p90 ms", "img/s", "PSNR-Y", "SSIM-Y",
+SUMMARY_COLUMNS = ("model", "res", "batch", "dtype", "patch", "window", "image", "mask", "params (M)",
+                   "deployed params (M)", "GMACs", "GBOPs", "GOPs", "GMACs/SR", "attn %", "peak MiB", "median ms", "p10-p90 ms", "img/s", "PSNR-Y", "SSIM-Y",
                    "bicubic PSNR-Y", "bicubic SSIM-Y", "status")
 
 
@@ -142,7 +142,9 @@ def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> s
             r.get("model"), f"{r.get('height')}x{r.get('width')}", r.get("batch"), r.get("dtype"),
             "" if r.get("patch") is None else r["patch"], "" if r.get("window") is None else r["window"],
             r.get("image") or "", mask.strip(),
-            _num(r.get("params"), 1e6), _num(macs, 1e9, "{:,.1f}"), _num(r.get("macs_per_sr"), 1e9, "{:,.0f}"),
+            _num(r.get("params"), 1e6), _num(r.get("params_deploy"), 1e6), _num(macs, 1e9, "{:,.1f}"),
+            _num(r.get("bops"), 1e9, "{:,.1f}"), _num(r.get("ops"), 1e9, "{:,.2f}"),
+            _num(r.get("macs_per_sr"), 1e9, "{:,.0f}"),
             "" if not macs or attn is None else f"{100 * attn / macs:.0f}",
             _fmt_bytes(r.get("peak_mem_bytes"), r.get("mem_estimated")),
             _num(r.get("latency_median_ms"), 1.0, "{:,.1f}"), lat, _num(r.get("throughput_img_s"), 1.0, "{:,.2f}"),

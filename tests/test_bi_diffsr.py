@@ -331,3 +331,15 @@ def test_ddim_sampler_is_deterministic_with_a_seed(model):
     assert a.sr.min() >= -1 and a.sr.max() <= 1 and torch.isfinite(a.sr).all()
     assert all(m.frozen_weight is None for m in model.modules() if isinstance(m, bd.BinaryConv2d))
     assert math.isclose(float(a.density[0]), 1.0)
+
+
+def test_measured_row_reports_bops_ops_and_deployed_params():
+    """The harness row of a MAC cell carries the binary accounting (spec §4.4 anchors at 256²)."""
+    from qdm_bench.cells import Cell, measure_cell
+
+    row = measure_cell(Cell(model="bi-diffsr", height=256, width=256, metrics=("params", "macs")))
+    assert row["params_deploy"] == 4_575_043 and row["params"] == 51_280_387
+    assert row["bops"] == 98_650_030_080
+    assert row["ops"] == pytest.approx((row["macs"] - row["bops"]) + row["bops"] / 64)
+    assert row["ops"] / 1e9 == pytest.approx(36.24, abs=0.01)
+    assert "simulated in floating point" in row["message"]

@@ -126,7 +126,8 @@ def test_untrained_residual_model_scores_exactly_bicubic(untrained_residual_ckpt
     assert isinstance(model, ResidualPrediction) and ckpt["config"]["prediction"] == "residual"
     runner = CliRunner()
     res = runner.invoke(main, ["quality", "--ckpt", str(untrained_residual_ckpt), "--thresholds", "full,0.15",
-                               "-o", str(untrained_residual_ckpt.parent / "q.jsonl"), "--device", "cpu"])
+                               "--tile", "0", "-o", str(untrained_residual_ckpt.parent / "q.jsonl"), "--device",
+                               "cpu"])
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (untrained_residual_ckpt.parent / "q.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and {r["threshold"] for r in rows} == {None, 0.15}
@@ -139,6 +140,20 @@ def test_untrained_residual_model_scores_exactly_bicubic(untrained_residual_ckpt
     full, sparse = sorted(rows, key=lambda r: r["threshold"] is not None)
     assert sparse["patch_density"] < 1.0 and sparse["macs"] < full["macs"]
     assert "PSNR-Y" in res.output and "bicubic PSNR-Y" in res.output
+
+
+def test_tiled_quality_counts_the_macs_of_the_tiles(untrained_residual_ckpt, tmp_path):
+    """--tile auto samples 32x32 tiles (the training crop) as one batch; MACs are those of that batch."""
+    from qdm_bench.macs import count_macs
+
+    out = tmp_path / "tiled.jsonl"
+    res = CliRunner().invoke(main, ["quality", "--ckpt", str(untrained_residual_ckpt), "-o", str(out),
+                                    "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["tile"] == 32 and "4 independent 32x32 tiles" in row["message"]
+    assert row["macs"] == count_macs("qdm-t", 32, batch=4).macs
+    assert abs(row["psnr"] - row["bicubic_psnr"]) < 0.5  # tile borders differ slightly from whole-image bicubic
 
 
 def test_threshold_ablation_gains_quality_columns(untrained_residual_ckpt, tmp_path):
