@@ -808,16 +808,22 @@ Re-running the same command resumes from OUT/last.pt.
               help="Run folder for checkpoints (default runs/<model>).")
 @click.option("--prediction", type=click.Choice(["x0", "residual"]), default="x0", show_default=True,
               help="ResShift family: predict x0 (as QDM) or the residual x0 - y0 (starts at bicubic quality).")
+@click.option("--kappa", type=float, default=None,
+              help="ResShift family: noise scale κ (default 2.0 as QDM; smaller is easier to learn quickly).")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="Learning-rate schedule (cosine: decays to 0 at --steps).")
 @click.option("--no-resume", is_flag=True, help="Start from scratch even if OUT/last.pt exists (it is overwritten).")
 def train(model, images, image_size, holdout, crop, scale, batch, steps, lr, seed, ckpt_every, threads, out_dir,
-          prediction, no_resume) -> None:
+          prediction, kappa, lr_schedule, no_resume) -> None:
     """Train a model with its diffusion objective (QDM: Eq. 6) on random crops of an image set; resumable."""
     from qdm_bench.train import TrainConfig
     from qdm_bench.train import train as run_training
 
     cfg = TrainConfig(model=model, images=images, image_size=image_size, holdout=holdout, crop=crop, scale=scale,
                       batch=batch, steps=steps, lr=lr, seed=seed, ckpt_every=ckpt_every, threads=threads,
-                      prediction=prediction)
+                      prediction=prediction, kappa=kappa, lr_schedule=lr_schedule)
+    if kappa is not None and not kappa > 0:
+        raise click.BadParameter(f"must be > 0, got {kappa}", param_hint="--kappa")
     out = out_dir or f"runs/{model.replace('/', '_').replace(':', '_')}"
     with click.progressbar(length=steps, label=f"train {model}", file=sys.stderr, show_pos=True,
                            item_show_func=lambda s: s) as bar:

@@ -62,7 +62,7 @@ def _estimator_kwargs(estimator: str, value: float | None) -> dict:
 
 
 def _load_model(model: str | None, ckpt: str | None, seed: int):
-    """(network, name): the checkpoint's model, or a registered model with seeded random weights."""
+    """(network, name, training config): the checkpoint's model, or a registered model with seeded random weights."""
     import torch
 
     from qdm_bench.registry import create_model
@@ -71,10 +71,10 @@ def _load_model(model: str | None, ckpt: str | None, seed: int):
         from qdm_bench.train import load_checkpoint
 
         net, meta = load_checkpoint(ckpt, model)
-        return net, str(meta["model"])
+        return net, str(meta["model"]), meta.get("config") or {}
     torch.manual_seed(seed)
     name = model or "qdm-s"
-    return create_model(name), name
+    return create_model(name), name, {}
 
 
 def _mib(value) -> str:
@@ -165,10 +165,10 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
     mode = _policy_mode(policy, th, qs)
     est = make_estimator(estimator, **_estimator_kwargs(estimator, estimator_param))
 
-    net, name = _load_model(model, ckpt, seed)
+    net, name, train_cfg = _load_model(model, ckpt, seed)
     net = net.eval().to(dev)
     info = net.qdm_bench_info
-    family = family_for(net, info)
+    family = family_for(net, info, kappa=train_cfg.get("kappa"))
     pol = GroupPolicy.default(family.schedule_len, family.uniform_steps, mode=mode, thresholds=th, quantiles=qs,
                               t_start=_numbers(t_start, int, "--t-start"), n_steps=_numbers(steps, int, "--steps"))
     sampler = PatchGroupSampler(net, family, pol, est, patch=patch, overlap=overlap, patch_batch=patch_batch,
@@ -191,7 +191,16 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
     uni = None
     sr_uniform = None
     if not no_uniform:
-        sr_uniform, uni = uniform_sample(net, lq, family, scale, seed=seed)
+        tile = int(train_cfg.get("crop") or 0)  # a crop-trained model is sampled in tiles of its crop (see quality)
+        if tile and (height > tile or width > tile) and not (height % tile or width % tile):
+            from einops import rearrange
+
+            lq_t = rearrange(lq, "b c (nh h) (nw w) -> (b nh nw) c h w", h=tile // scale, w=tile // scale)
+            sr_t, uni = uniform_sample(net, lq_t, family, scale, seed=seed)
+            sr_uniform = rearrange(sr_t, "(b nh nw) c h w -> b c (nh h) (nw w)", nh=height // tile, nw=width // tile)
+            uni["tile"] = tile
+        else:
+            sr_uniform, uni = uniform_sample(net, lq, family, scale, seed=seed)
 
     psnr = None
     if ckpt is not None:
@@ -201,8 +210,10 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
             return ((x + 1) / 2).clamp(0, 1).float()
 
         bicubic = F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False)
-        psnr = {"pgs": float(psnr_y(to01(res.sr), hr)[0]), "bicubic": float(psnr_y(to01(bicubic), hr)[0]),
-                "uniform": None if sr_uniform is None else float(psnr_y(to01(sr_uniform), hr)[0])}
+        def y(x):  # PSNR on Y with the SR border crop (= scale), as `qdm-bench quality`
+            return float(psnr_y(to01(x), hr, crop=scale)[0])
+
+        psnr = {"pgs": y(res.sr), "bicubic": y(bicubic), "uniform": None if sr_uniform is None else y(sr_uniform)}
 
     # -- output
     m_total = rep.patches
@@ -236,6 +247,9 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
     if ckpt is None:
         notes.append(f"{name} has random weights (seed {seed}): only the counts, memory and time are meaningful; pass "
                      "--ckpt from `qdm-bench train` for quality.")
+    if uni and uni.get("tile"):
+        notes.append(f"uniform sampling ran in independent {uni['tile']}x{uni['tile']} tiles (the checkpoint's "
+                     "training crop, whose positions its embeddings have seen), batched.")
     if rep.coverage > 1:
         notes.append(f"overlapping patches cover {rep.coverage:.2f}x the image, so pixel-eq NFE = "
                      f"{rep.coverage:.2f} x full-image-eq NFE.")

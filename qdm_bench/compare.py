@@ -18,9 +18,9 @@ from qdm_bench.results import read_results
 __all__ = ["Finding", "Tolerances", "compare_rows", "compare_files", "IDENTITY", "EXACT"]
 
 IDENTITY = ("model", "height", "width", "batch", "dtype", "device", "compile", "threshold", "density", "window",
-            "patch", "image", "image_size", "scale")
+            "patch", "image", "image_size", "scale", "tile")
 EXACT = ("params", "params_paper", "macs", "attention_macs", "macs_per_sr", "active_windows", "total_windows",
-         "patch_density")
+         "patch_density", "bops", "params_deploy")
 QUALITY_HIGHER = ("psnr", "ssim", "clipiqa", "musiq")  # higher is better
 QUALITY_LOWER = ("lpips",)  # lower is better
 

@@ -702,9 +702,9 @@ def _family_of(diffusion: Any, info: Any = None):
                      "DDPM betas (DDIM), or a ResShiftFamily / DDIMFamily")
 
 
-def family_for(model: Any = None, info: Any = None, diffusion: Any = None):
+def family_for(model: Any = None, info: Any = None, diffusion: Any = None, kappa: float | None = None):
     """The sampler family of a backbone, from ``diffusion`` if given, else from ``info.diffusion`` (``info`` defaults
-    to ``model.qdm_bench_info``) through :func:`qdm_bench.diffusions.diffusion_for`.
+    to ``model.qdm_bench_info``) through :func:`qdm_bench.diffusions.diffusion_for` (``kappa``: a checkpoint's κ).
 
     resshift → :class:`ResShiftFamily`; dualdomain → ResShiftFamily with residual prediction (its own η, κ);
     bi-diffsr or any process with ``betas`` → :class:`DDIMFamily`.
@@ -712,16 +712,14 @@ def family_for(model: Any = None, info: Any = None, diffusion: Any = None):
     info = info or getattr(model, "qdm_bench_info", None)
     if diffusion is None:
         kind = getattr(info, "diffusion", "resshift")
-        try:
+        if info is not None:
             from qdm_bench.diffusions import diffusion_for
-        except ImportError:  # pragma: no cover - the lookup module is optional for the ResShift family
-            diffusion_for = None
-        if diffusion_for is not None and info is not None:
-            diffusion = diffusion_for(info)
-        elif kind == "resshift":
-            from qdm.diffusion import ResShiftDiffusion
 
-            diffusion = ResShiftDiffusion()
+            diffusion = diffusion_for(info, kappa)
+        elif kind == "resshift":
+            from qdm.diffusion import ResShiftDiffusion, eta_schedule
+
+            diffusion = ResShiftDiffusion(eta_schedule(kappa=2.0 if kappa is None else kappa))
         else:
             raise ValueError(f"PGS has no adapter for diffusion {kind!r}; pass diffusion= a ResShiftDiffusion or an "
                              "object with DDPM betas")

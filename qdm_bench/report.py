@@ -47,7 +47,7 @@ NUMERIC = [
     "params", "params_paper", "height", "width", "batch", "threshold", "density", "window", "patch", "patch_density",
     "window_density", "active_windows", "total_windows", "macs", "attention_macs", "macs_per_sr", "num_steps",
     "peak_mem_bytes", "peak_reserved_bytes", "latency_median_ms", "latency_p10_ms", "latency_p90_ms", "latency_n",
-    "throughput_img_s", "windows_per_s", "threads", "elapsed_s",
+    "throughput_img_s", "windows_per_s", "threads", "elapsed_s", "bops", "ops", "params_deploy", "tile",
 ]
 QUALITY = {"psnr": ("PSNR-Y (dB)", "{:.2f}"), "ssim": ("SSIM-Y", "{:.4f}"), "lpips": ("LPIPS", "{:.4f}"),
            "clipiqa": ("CLIPIQA", "{:.4f}"), "musiq": ("MUSIQ", "{:.2f}"), "psnr_rgb": ("PSNR-RGB (dB)", "{:.2f}"),
@@ -220,6 +220,11 @@ def _figure5_frame(df: pd.DataFrame, res: int | tuple[int, int]) -> pd.DataFrame
     return sel.assign(label=_label(sel, ["batch", "dtype", "device_name", "compile", "window", "patch", "ablation"]))
 
 
+def _col(f: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name`` of ``f``, or an all-missing one (results files written before it existed)."""
+    return f[name] if name in f.columns else pd.Series([None] * len(f), index=f.index, dtype=object)
+
+
 def figure5_table(df: pd.DataFrame, res: int | tuple[int, int]) -> pd.DataFrame:
     """Figure 5 at one resolution: per model params, GMACs, peak MiB (measured / estimated apart), latency, img/s."""
     f = _figure5_frame(df, res)
@@ -229,7 +234,11 @@ def figure5_table(df: pd.DataFrame, res: int | tuple[int, int]) -> pd.DataFrame:
     table = pd.DataFrame({
         "model": f["model"], **keys,
         "params (M)": f["params"].map(lambda v: _fmt(v, scale=1e6)),
+        "deployed params (M)": _col(f, "params_deploy").map(lambda v: _fmt(v, scale=1e6)),
         "GMACs": f["macs"].map(lambda v: _fmt(v, "{:,.1f}", 1e9)),
+        "GBOPs": _col(f, "bops").map(lambda v: _fmt(v, "{:,.1f}", 1e9)),
+        "GOPs (FP MACs + BOPs/64)": _col(f, "ops").map(lambda v: _fmt(v, "{:,.2f}", 1e9)),
+        "NFE": _col(f, "num_steps").map(lambda v: _fmt(v, "{:.0f}")),
         "peak MiB (measured)": f["mem_measured"].map(lambda v: _fmt(v, "{:,.0f}", MIB)),
         "peak MiB (estimated)": f["mem_est"].map(lambda v: "" if pd.isna(v) else _fmt(v, "{:,.0f}", MIB) + " (est.)"),
         "median ms [p10–p90]": f.apply(_latency, axis=1),
@@ -662,6 +671,45 @@ def _provenance(df: pd.DataFrame, paths: Sequence[Path], commands: Sequence[str]
     return lines + [""]
 
 
+def pgs_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Patch-adaptive group sampling rows (``qdm-bench pgs --out``): groups, evaluations, NFE, calls, memory, PSNR."""
+    if "patch_evals" not in df.columns:
+        return pd.DataFrame()
+    f = df[df["patch_evals"].notna()].reset_index(drop=True)
+    if f.empty:
+        return pd.DataFrame()
+
+    def groups(gs: Any) -> str:
+        return " / ".join(f"{g['name']} {g['patches']}×{g['n_steps']} (t₀ {g['t_start']})" for g in gs or [])
+
+    def psnr(p: Any, key: str) -> str:
+        return _fmt(p.get(key)) if isinstance(p, dict) and p.get(key) is not None else ""
+
+    def uniform(u: Any, key: str, scale: float = 1.0, spec: str = "{:,.1f}") -> str:
+        return _fmt(u.get(key), spec, scale) if isinstance(u, dict) and u.get(key) is not None else ""
+
+    table = pd.DataFrame({
+        "model": f["model"], "image": f["image"].fillna(""),
+        "res": [f"{s[0]}x{s[1]}" if isinstance(s, list) else "" for s in f["image_size"]],
+        "patch / overlap": [f"{p:.0f} / {o:.0f}" for p, o in zip(f["patch"], f["overlap"])],
+        "groups: M×N": f["groups"].map(groups),
+        "patch evals": f["patch_evals"].map(lambda v: _fmt(v, "{:,.0f}")),
+        "full-image-eq NFE": f["full_image_eq_nfe"].map(_fmt),
+        "pixel-eq NFE": f["pixel_eq_nfe"].map(_fmt),
+        "model calls": f["model_calls"].map(lambda v: _fmt(v, "{:,.0f}")),
+        "uniform NFE": f["uniform_nfe"].map(lambda v: _fmt(v, "{:.0f}")),
+        "peak MiB": f["peak_memory_bytes"].map(lambda v: _fmt(v, "{:,.1f}", MIB)),
+        "uniform peak MiB": f["uniform"].map(lambda u: uniform(u, "peak_memory_bytes", MIB)),
+        "time s": f["wall_time_s"].map(_fmt),
+        "uniform time s": f["uniform"].map(lambda u: uniform(u, "wall_time_s", spec="{:,.2f}")),
+        "PSNR-Y PGS": f["psnr_y"].map(lambda p: psnr(p, "pgs")),
+        "PSNR-Y uniform": f["psnr_y"].map(lambda p: psnr(p, "uniform")),
+        "PSNR-Y bicubic": f["psnr_y"].map(lambda p: psnr(p, "bicubic")),
+        "device": f["device"].fillna(""),
+    })
+    return _drop_empty(table, keep=("model", "patch evals", "full-image-eq NFE"))
+
+
 def _tables(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """(file name, title, display table) for every table the data supports."""
     out = []
@@ -674,6 +722,8 @@ def _tables(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     if "image" in df.columns and df["image"].nunique() > 1:
         out.append(("threshold_per_image", "Threshold ablation per image", threshold_table(df, per_image=True)))
     out.append(("window_patch", "Upstream patch and downstream window (Table 4 layout)", window_patch_table(df)))
+    out.append(("pgs", "Patch-adaptive group sampling vs uniform sampling (PatchScaler-style; policy values assumed)",
+                pgs_table(df)))
     return [(n, t, tab) for n, t, tab in out if not tab.empty]
 
 
@@ -744,7 +794,7 @@ def write_report(results_paths: str | Path | Iterable[str | Path], out_dir: str 
 
     paths = [Path(results_paths)] if isinstance(results_paths, (str, Path)) else [Path(p) for p in results_paths]
     df = load_rows(paths)
-    if _ok(df).empty:
+    if _ok(df).empty and pgs_table(df).empty:
         raise ValueError(f"no finished rows in {', '.join(map(str, paths))} (no row with status ok and a model); "
                          "see the message column of the results file, fix the cause and re-run the measurement")
     out = Path(out_dir)
@@ -765,7 +815,8 @@ def write_report(results_paths: str | Path | Iterable[str | Path], out_dir: str 
         for heading, (png, pdf) in overlays:
             lines += [f"![{heading}]({png.name})", "", f"Files: [{png.name}]({png.name}) · [{pdf.name}]({pdf.name})",
                       ""]
-    records = list({r.get("key") or i: r for i, r in enumerate(read_results(paths))}.values())  # as stored
+    records = [r for r in {r.get("key") or i: r for i, r in enumerate(read_results(paths))}.values()
+               if "patch_evals" not in r]  # cell rows as stored (PGS rows have their own table)
     md, tex = out / "cells.md", out / "cells.tex"
     md.write_text("# All cells\n\n" + summary_table(records, tablefmt=FORMATS["md"]) + "\n", encoding="utf-8")
     tex.write_text("% qdm-bench: all cells\n" + summary_table(records, tablefmt=FORMATS["tex"]) + "\n",

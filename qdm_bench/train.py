@@ -81,6 +81,7 @@ class TrainConfig:
     threads: int | None = None
     prediction: str = "x0"  # "x0" or "residual" (x̂₀ = y₀ + output; ResShift family)
     kappa: float | None = None  # ResShift noise scale κ (None: the family's default, 2.0 for QDM)
+    lr_schedule: str = "constant"  # "constant" or "cosine" (decay to 0 at ``steps``)
 
 
 class TrainData:
@@ -238,7 +239,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
         step, losses = int(ckpt["step"]), list(ckpt.get("losses", []))
     diffusion = diffusion_for(info, cfg.kappa)
     model.train()
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown --lr-schedule {cfg.lr_schedule!r}; use constant or cosine")
     while step < cfg.steps:
+        if cfg.lr_schedule == "cosine":  # a function of the step alone, so a resumed run follows the same curve
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         x0, y0, lq = data.batch()
         loss = diffusion.training_loss(model, x0, y0, lq, generator=diff_gen)["loss"]
         value = float(loss.detach())

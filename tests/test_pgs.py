@@ -452,6 +452,11 @@ def test_cli_runs_and_appends_a_json_line(tmp_path):
     assert row["model"] == "qdm-t" and row["overhead_passes"] == 1 and row["uniform"]["nfe"] == 15
     assert sum(g["patches"] for g in row["groups"]) == row["patches"] == 16
     assert any("[assumed]" in a for a in row["assumptions"])
+    from qdm_bench.report import write_report  # PGS rows get their own report table
+
+    index = write_report([out], tmp_path / "report")
+    table = (tmp_path / "report" / "pgs.md").read_text()
+    assert "pgs.md" in index.read_text() and "full-image-eq NFE" in table and "qdm-t" in table
 
 
 @pytest.mark.parametrize("args, match", [

@@ -1,4 +1,7 @@
 """Training: deterministic with a seed, exact resume, checkpoints tied to their model, clear errors."""
+import dataclasses
+import math
+
 import torch
 from click.testing import CliRunner
 
@@ -64,3 +67,32 @@ def test_train_cli_and_bad_input(tmp_path):
     empty.mkdir()
     bad = runner.invoke(main, ["train", "--images", str(empty), "--steps", "1", "-o", str(tmp_path / "y")])
     assert bad.exit_code != 0 and "no images" in bad.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", ["bi-diffsr", "dualdomain-resshift"])
+def test_other_designs_train_and_score_with_their_own_process(name, tmp_path):
+    """BI-DiffSR (DDPM ε-loss) and the dual-domain model (multiscale loss) train and sample through the same CLI."""
+    from click.testing import CliRunner
+
+    from qdm_bench.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["train", "-m", name, "--images", "phantoms", "--image-size", "32", "--holdout", "1",
+                               "--crop", "32", "--batch", "2", "--steps", "2", "--threads", "1", "-o",
+                               str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ckpt["model"] == name and len(ckpt["losses"]) == 2 and all(math.isfinite(v) for v in ckpt["losses"])
+    res = runner.invoke(main, ["quality", "--ckpt", str(tmp_path / "run" / "last.pt"), "--device", "cpu",
+                               "-o", str(tmp_path / "q.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert "PSNR-Y" in res.output
+
+
+def test_kappa_and_residual_are_refused_for_other_processes(tmp_path):
+    cfg = TrainConfig(model="dualdomain-resshift", images="phantoms", image_size=32, holdout=1, crop=32, batch=1,
+                      steps=1, prediction="residual")
+    with pytest.raises(ValueError, match="ResShift-family"):
+        train(cfg, tmp_path)
+    with pytest.raises(ValueError, match="kappa applies"):
+        train(dataclasses.replace(cfg, prediction="x0", kappa=0.5), tmp_path)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The regression baseline: cheap cost cells, small CPU timings, and the quality of the tiny model after a short,
+# seeded training run. `.ci/run` runs this script into a temporary folder and compares every file with the
+# committed one (`qdm-bench compare`). Usage: reports/baseline/commands.sh [OUT_DIR]   (default: reports/baseline)
+set -euo pipefail
+OUT="${1:-reports/baseline}"
+mkdir -p "$OUT"
+rm -f "$OUT"/macs.jsonl "$OUT"/speed.jsonl "$OUT"/quality.jsonl
+
+# exact costs of every model family at 256x256 (meta device: seconds)
+qdm-bench macs --models "qdm-s,qdm-t,dit-s/8,unet,swin-unet,bi-diffsr,dualdomain-resshift" --res 256 \
+  -o "$OUT/macs.jsonl" --summary "$OUT/macs.md"
+
+# small CPU timings: QDM dense and at 25 % window density (the in-run sparse/dense ratio), DiT-S/8
+qdm-bench run --models "qdm-t,dit-s/8" --res 128 --threads 1 --reps 10 --max-time 10 -o "$OUT/speed.jsonl"
+qdm-bench run --models qdm-t --res 128 --density 0.25 --threads 1 --reps 10 --max-time 10 -o "$OUT/speed.jsonl" \
+  --summary "$OUT/speed.md"
+
+# quality: the tiny model trained briefly on CT slices and phantoms (two phantoms held out), scored on the held-out
+# images at the full mask and at threshold 0.15, next to bicubic
+qdm-bench train -m qdm-t --prediction residual --kappa 0.5 --steps 1000 --lr 5e-4 --seed 0 --threads 2 \
+  -o "$OUT/run" --no-resume
+qdm-bench quality --ckpt "$OUT/run/last.pt" --thresholds full,0.15 --threads 2 -o "$OUT/quality.jsonl" \
+  --summary "$OUT/quality.md"
