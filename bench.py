@@ -21,6 +21,8 @@ CELLS = [  # (model, resolution, window density or None for the model's dense / 
     ("dit-s/8", 64, None),
     ("unet", 32, None),
     ("swin-unet", 64, None),
+    ("bi-diffsr", 32, None),
+    ("dualdomain-resshift", 64, None),
 ]
 
 
@@ -29,6 +31,8 @@ def test_forward(benchmark, name, res, density):
     """One no-grad forward at batch 1, fp32."""
     torch.manual_seed(0)
     model = create_model(name).eval()
+    if hasattr(model, "prepare_inference"):  # BI-DiffSR: weights binarised once, as deployed
+        model.prepare_inference()
     inputs = example_inputs(name, res)
     mask = None
     if density is not None:

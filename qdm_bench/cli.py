@@ -806,8 +806,10 @@ Re-running the same command resumes from OUT/last.pt.
 @click.option("--threads", type=int, default=None, help="CPU threads (default: torch's).")
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run folder for checkpoints (default runs/<model>).")
-@click.option("--prediction", type=click.Choice(["x0", "residual"]), default="x0", show_default=True,
-              help="ResShift family: predict x0 (as QDM) or the residual x0 - y0 (starts at bicubic quality).")
+@click.option("--prediction", type=click.Choice(["x0", "residual", "preconditioned"]), default="x0",
+              show_default=True,
+              help="ResShift family: predict x0 (as QDM), the residual x0 - y0 (starts at bicubic quality), or the "
+                   "residual with an EDM-style skip from x_t (see qdm_bench/train.py).")
 @click.option("--kappa", type=float, default=None,
               help="ResShift family: noise scale κ (default 2.0 as QDM; smaller is easier to learn quickly).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,

@@ -31,7 +31,8 @@ __all__ = ["TrainConfig", "TrainData", "train", "load_checkpoint", "CheckpointEr
            "ResidualPrediction"]
 
 FORMAT = "qdm-bench-checkpoint-v1"
-PREDICTIONS = ("x0", "residual")
+PREDICTIONS = ("x0", "residual", "preconditioned")
+SIGMA_DATA = 0.13  # default RMS of x0 − y0 in [-1, 1] (the built-in CT set at ×4 measures 0.132)
 
 
 class ResidualPrediction(torch.nn.Module):
@@ -82,6 +83,7 @@ class TrainConfig:
     prediction: str = "x0"  # "x0" or "residual" (x̂₀ = y₀ + output; ResShift family)
     kappa: float | None = None  # ResShift noise scale κ (None: the family's default, 2.0 for QDM)
     lr_schedule: str = "constant"  # "constant" or "cosine" (decay to 0 at ``steps``)
+    sigma_data: float | None = None  # preconditioned prediction: residual RMS (None: SIGMA_DATA)
 
 
 class TrainData:
@@ -164,12 +166,58 @@ def load_checkpoint(path: str | Path, model: str | None = None) -> tuple[torch.n
     prediction = (ckpt.get("config") or {}).get("prediction", "x0")
     if prediction not in PREDICTIONS:
         raise CheckpointError(f"checkpoint {path} has prediction {prediction!r}; use one of {', '.join(PREDICTIONS)}")
-    return wrap_prediction(net, prediction), ckpt
+    config = ckpt.get("config") or {}
+    return wrap_prediction(net, prediction, config.get("kappa"), config.get("sigma_data")), ckpt
 
 
-def wrap_prediction(model: torch.nn.Module, prediction: str) -> torch.nn.Module:
-    """The model as trained and sampled: itself for x0, :class:`ResidualPrediction` around it for residual."""
-    return ResidualPrediction(model) if prediction == "residual" else model
+class PreconditionedResidual(ResidualPrediction):
+    """x̂₀ = y₀ + c_skip·(x_t − y₀) + c_out·module(…): EDM-style preconditioning (Karras et al. 2022) for ResShift.
+
+    With x_t − y₀ = (1 − η_t)(x₀ − y₀) + σ_t·ε, σ_t = κ√η_t, and residuals x₀ − y₀ of RMS s (``sigma_data``):
+    c_skip = (1 − η_t)s² / ((1 − η_t)²s² + σ_t²) is the least-squares linear estimate of the residual from x_t − y₀
+    (≈ 0 where noise dominates: regression from y₀; ≈ 1/(1 − η_t) where it does not: the inversion of the forward
+    process), and c_out = s·σ_t / √((1 − η_t)²s² + σ_t²) is the standard deviation left after it, so the network
+    predicts a unit-scale correction that fades as the noise does and cannot pile up over the late steps.
+    ``schedule`` is the ResShift schedule the model trains and samples with (input x_t / √(κ²η_t + 1)).
+    """
+
+    def __init__(self, module: torch.nn.Module, schedule: Any, sigma_data: float):
+        super().__init__(module)
+        s2, eta = float(sigma_data) ** 2, schedule.etas.double()
+        sigma2 = schedule.kappa ** 2 * eta
+        denom = (1 - eta) ** 2 * s2 + sigma2
+        self._skip = ((1 - eta) * s2 / denom).float()  # plain tensors, not state: checkpoints hold the bare network
+        self._out = (float(sigma_data) * sigma2.sqrt() / denom.sqrt()).float()
+        self._input_std = schedule.input_std.float()
+        self.sigma_data = float(sigma_data)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, mask: torch.Tensor | None = None,
+                **kwargs: Any):
+        y0 = lq if lq.shape[-2:] == x_t.shape[-2:] else torch.nn.functional.interpolate(
+            lq, size=x_t.shape[-2:], mode="bicubic", align_corners=False)
+        idx = t.reshape(-1).long().cpu()
+        shape = (-1,) + (1,) * (x_t.dim() - 1)
+        x_raw = x_t * self._input_std[idx].to(x_t).reshape(shape)
+        base = y0 + self._skip[idx].to(x_t).reshape(shape) * (x_raw - y0)
+        c_out = self._out[idx].to(x_t).reshape(shape)
+        out = self.module(x_t, t, lq, mask=mask, **kwargs)
+        if isinstance(out, (tuple, list)):
+            return type(out)(c_out.to(o.dtype) * o + base.to(o.dtype) for o in out)
+        return c_out.to(out.dtype) * out + base.to(out.dtype)
+
+
+def wrap_prediction(model: torch.nn.Module, prediction: str, kappa: float | None = None,
+                    sigma_data: float | None = None) -> torch.nn.Module:
+    """The model as trained and sampled: itself for x0, :class:`ResidualPrediction` around it for residual,
+    :class:`PreconditionedResidual` (with the ResShift schedule of ``kappa``) for preconditioned."""
+    if prediction == "residual":
+        return ResidualPrediction(model)
+    if prediction == "preconditioned":
+        from qdm.diffusion import eta_schedule
+
+        return PreconditionedResidual(model, eta_schedule(kappa=2.0 if kappa is None else kappa),
+                                      SIGMA_DATA if sigma_data is None else sigma_data)
+    return model
 
 
 def _save(path: Path, model, opt, cfg: TrainConfig, step: int, data: TrainData, diff_gen: torch.Generator,
@@ -187,7 +235,7 @@ def _save(path: Path, model, opt, cfg: TrainConfig, step: int, data: TrainData, 
 
 def _bare(model: torch.nn.Module) -> torch.nn.Module:
     """The registered network inside a prediction wrapper (checkpoints store its state dict)."""
-    return model.module if isinstance(model, ResidualPrediction) else model
+    return model.module if isinstance(model, ResidualPrediction) else model  # also PreconditionedResidual
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
@@ -211,16 +259,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
     info = resolve(cfg.model)
     if cfg.prediction not in PREDICTIONS:
         raise ValueError(f"unknown --prediction {cfg.prediction!r}; use one of {', '.join(PREDICTIONS)}")
-    if cfg.prediction == "residual" and info.diffusion != "resshift":
-        raise ValueError(f"--prediction residual applies to ResShift-family models; {cfg.model} trains with its own "
-                         f"{info.diffusion!r} process (leave --prediction x0)")
+    if cfg.prediction != "x0" and info.diffusion != "resshift":
+        raise ValueError(f"--prediction {cfg.prediction} applies to ResShift-family models; {cfg.model} trains with its "
+                         f"own {info.diffusion!r} process (leave --prediction x0)")
     try:
         resolve(cfg.model).check_resolution(cfg.crop, cfg.crop)
     except ModelError as e:
         raise ModelError(f"{e} (set by --crop)") from None
     torch.manual_seed(cfg.seed)
     net = create_model(cfg.model, **cfg.overrides)
-    model = wrap_prediction(net, cfg.prediction)
+    model = wrap_prediction(net, cfg.prediction, cfg.kappa, cfg.sigma_data)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     data = TrainData(cfg)
     diff_gen = torch.Generator().manual_seed(cfg.seed + 1)

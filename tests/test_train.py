@@ -96,3 +96,42 @@ def test_kappa_and_residual_are_refused_for_other_processes(tmp_path):
         train(cfg, tmp_path)
     with pytest.raises(ValueError, match="kappa applies"):
         train(dataclasses.replace(cfg, prediction="x0", kappa=0.5), tmp_path)
+
+
+def test_preconditioned_skip_is_the_least_squares_estimate_of_the_residual():
+    """Oracle: for x_t − y0 = (1−η)r + σε with r ~ N(0, s²), E[r | x_t] = (1−η)s²/((1−η)²s² + σ²)·(x_t − y0)."""
+    from qdm.diffusion import ResShiftDiffusion, eta_schedule
+    from qdm_bench.train import PreconditionedResidual
+
+    class Zero(torch.nn.Module):
+        def forward(self, x_t, t, lq, mask=None):
+            return torch.zeros_like(x_t)
+
+    sched, s = eta_schedule(kappa=0.5), 0.13
+    model, diff = PreconditionedResidual(Zero(), sched, s), ResShiftDiffusion(sched)
+    g = torch.Generator().manual_seed(0)
+    y0 = torch.zeros(4096, 1, 1, 1)
+    x0 = s * torch.randn(y0.shape, generator=g)  # residual r = x0 − y0 with RMS s
+    lq = y0
+    for i in (0, 7, 14):
+        t = torch.full((y0.shape[0],), i)
+        x_t = diff.q_sample(x0, y0, t, noise=torch.randn(y0.shape, generator=g))
+        pred = model(diff.scale_input(x_t, t), t, lq)
+        eta, sigma2 = float(sched.etas[i]), 0.25 * float(sched.etas[i])
+        best = (1 - eta) * s * s / ((1 - eta) ** 2 * s * s + sigma2)
+        assert torch.allclose(pred, best * x_t, atol=1e-5)
+        fitted = float((x0 * x_t).sum() / (x_t * x_t).sum())  # empirical least-squares slope
+        assert fitted == pytest.approx(best, rel=0.1, abs=0.02)
+        left = float((x0 - best * x_t).std())  # what remains for the network: c_out is its standard deviation
+        assert float(model._out[i]) == pytest.approx(left, rel=0.05)
+    assert float(model._skip[0]) > 0.9 and float(model._skip[-1]) < 0.05
+
+
+def test_preconditioned_checkpoint_round_trip(tmp_path):
+    cfg = TrainConfig(**{**TINY, "steps": 2, "prediction": "preconditioned", "kappa": 0.5})
+    last = train(cfg, tmp_path)
+    model, ckpt = load_checkpoint(last)
+    from qdm_bench.train import PreconditionedResidual
+
+    assert isinstance(model, PreconditionedResidual) and ckpt["config"]["kappa"] == 0.5
+    assert set(ckpt["state_dict"]) == set(model.module.state_dict())  # checkpoints hold the bare network
