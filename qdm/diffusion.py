@@ -326,14 +326,16 @@ class ResShiftDiffusion:
     def sample(self, model: Callable, lq: torch.Tensor, sf: int = 4, threshold: float | None = None,
                mode: str = "paper", seed: int | None = None, generator: torch.Generator | None = None,
                clamp: bool = True, progress: bool = False, return_trajectory: bool = False,
-               masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> SampleResult:
+               masks: tuple[torch.Tensor, torch.Tensor] | None = None, deterministic: bool = False) -> SampleResult:
         """Pixel-space super-resolution of ``lq`` (B, C, h, w) in [-1, 1] by ``sf`` (spec §3.10, no autoencoder).
 
         y0 = bicubic(lq, ×sf). Masks come from ``qdm.quadtree.pipeline_masks(lq, (H, W), threshold, mode=mode,
         down_patch=model.down_patch or 2)``; ``mode`` is the *threshold* mode ("paper" strict ``>``,
         "reference" ``>=``), independent of the posterior mode. ``threshold=None`` means a full mask (all ones), and
         the model is then called with ``mask=None`` (its dense forward; same output, less work).
-        ``masks=(diffusion_mask, model_mask)`` overrides both.
+        ``masks=(diffusion_mask, model_mask)`` overrides both.  ``deterministic=True`` is a variant (not the paper's
+        sampler): x_T = y0 and every reverse step takes its posterior mean (no noise), as the dual-domain project's
+        deterministic mode; the network runs the same T steps.
         Then x_T = prior_sample(y0, M) and for i = T-1 … 0: x̂0 = model(scale_input(x_t, i), i, lq, mask=model_mask),
         x_{t-1} = p_step(x_t, x̂0, i, M). Randomness comes only from ``generator`` (or a new one seeded with ``seed``
         on lq's device), so seeded runs are reproducible. The caller is responsible for ``torch.no_grad()`` and
@@ -376,7 +378,7 @@ class ResShiftDiffusion:
 
             window_density = _window_density(model_mask, model.window)
 
-        x = self.prior_sample(y0, diffusion_mask, generator=generator)
+        x = y0.clone() if deterministic else self.prior_sample(y0, diffusion_mask, generator=generator)
         trajectory = [x] if return_trajectory else None
         predictions: list[torch.Tensor] | None = [] if return_trajectory else None
         steps = range(self.num_steps - 1, -1, -1)
@@ -392,7 +394,8 @@ class ResShiftDiffusion:
             x0_hat = model(self.scale_input(x, t), t, lq, mask=model_mask_arg)
             if isinstance(x0_hat, (tuple, list)):
                 x0_hat = x0_hat[0]
-            x = self.p_step(x, x0_hat, t, diffusion_mask, generator=generator)
+            x = self.p_step(x, x0_hat, t, diffusion_mask, generator=generator,
+                            noise=torch.zeros_like(x) if deterministic else None)
             if return_trajectory:
                 predictions.append(x0_hat)
                 trajectory.append(x)

@@ -62,6 +62,7 @@ class Cell:
     seed: int = 0
     ckpt: str | None = None  # trained checkpoint for the quality metric (qdm-bench train)
     tile: int | None = None  # quality: sample in independent tiles of this side (None: the whole image at once)
+    sampler: str = "stochastic"  # quality: "stochastic" (the paper's) or "deterministic" (x_T = y0, no noise)
 
     def overrides(self) -> dict[str, Any]:
         """Constructor overrides implied by the cell (window / patch / chunk size)."""
@@ -179,6 +180,8 @@ def _validate(cell: Cell) -> tuple[Any, torch.nn.Module]:
         raise ValueError(f"unknown metrics {sorted(unknown)}; use {', '.join(METRICS)}")
     if cell.batch < 1:
         raise ValueError(f"batch must be at least 1, got {cell.batch}")
+    if cell.sampler not in ("stochastic", "deterministic"):
+        raise ValueError(f"unknown sampler {cell.sampler!r}; use stochastic or deterministic")
     if "quality" in cell.metrics and cell.ckpt is None:
         raise ValueError("the quality metric needs a checkpoint; pass --ckpt PATH (from `qdm-bench train`)")
     with torch.device("meta"):
@@ -209,7 +212,7 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
         params_paper=counts["paper"], height=cell.height, width=cell.width, batch=cell.batch, dtype=cell.dtype,
         device=cell.device, compile=cell.compile, threshold=cell.threshold, density=cell.density,
         image=cell.image, image_size=cell.image_size if cell.image else None, scale=cell.scale if cell.image else None,
-        tile=cell.tile,
+        tile=cell.tile, sampler=cell.sampler if "quality" in cell.metrics else None,
         window=getattr(meta_model, "window", None) if uses_mask else None,
         patch=getattr(meta_model, "up_patch", getattr(meta_model, "patch", None)), num_steps=info.num_steps,
     )

@@ -732,6 +732,15 @@ are available (else "not available: place FILE in DIR"). Bicubic upsampling is a
 """
 
 
+def _samplers(text: str) -> list[str]:
+    """--samplers: a comma-separated subset of stochastic, deterministic."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [n for n in names if n not in ("stochastic", "deterministic")]
+    if bad or not names:
+        raise click.BadParameter(f"use stochastic and/or deterministic, got {text!r}", param_hint="--samplers")
+    return names
+
+
 def _tile(text: str) -> int | str | None:
     """--tile: 'auto', or a non-negative integer (0 = whole image)."""
     if text == "auto":
@@ -757,11 +766,14 @@ def _tile(text: str) -> int | str | None:
 @click.option("--thresholds", default="full", show_default=True,
               help="Comma-separated quadtree thresholds for QDM, 'full' for the full mask.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed.")
+@click.option("--samplers", default="stochastic", show_default=True,
+              help="Comma-separated: stochastic (the paper's sampler) and/or deterministic (x_T = y0, posterior means "
+                   "only; same steps).")
 @click.option("--tile", default="auto", show_default=True,
               help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its "
                    "position embeddings have seen; 0: the whole image at once).")
 @execution_options
-def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, tile, **ex) -> None:
+def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, samplers, tile, **ex) -> None:
     """Super-resolve images with a trained checkpoint (the full sampler) and score SR and bicubic against HR."""
     from qdm_bench.quality import quality_cells
 
@@ -774,7 +786,7 @@ def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, tile,
         raise click.BadParameter(f"give numbers or 'full', got {thresholds!r}", param_hint="--thresholds") from None
     kw = _ablation_cell_kwargs(ex)
     cells = quality_cells(ckpt, model=model, data=data, limit=limit, image_size=image_size, scale=scale,
-                          thresholds=thr or [None], seed=seed, tile=_tile(tile), **kw)
+                          thresholds=thr or [None], seed=seed, tile=_tile(tile), samplers=_samplers(samplers), **kw)
     _run_ablation("quality", cells, ("params", "macs", "quality"), ex)
 
 

@@ -184,8 +184,13 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     lq = lr_condition(degrade(hr, sf))
     x = lq if not tile else rearrange(lq, "b c (nh h) (nw w) -> (b nh nw) c h w", h=tile // sf, w=tile // sf)
     diffusion = diffusion_for(resolve(cell.model), (ckpt.get("config") or {}).get("kappa"))
+    options = {}
+    if cell.sampler == "deterministic":
+        if resolve(cell.model).diffusion == "bi-diffsr":
+            raise ValueError("BI-DiffSR's DDIM sampler is deterministic given x_T already; use --samplers stochastic")
+        options["deterministic"] = True
     with torch.inference_mode():
-        res = diffusion.sample(model, x.to(cell.device), sf=sf, threshold=cell.threshold, seed=cell.seed)
+        res = diffusion.sample(model, x.to(cell.device), sf=sf, threshold=cell.threshold, seed=cell.seed, **options)
     sr = res.sr.float().cpu()
     if tile:
         sr = rearrange(sr, "(b nh nw) c h w -> b c (nh h) (nw w)", nh=height // tile, nw=width // tile)
@@ -237,7 +242,7 @@ def checkpoint_tile(meta: dict[str, Any] | str, tile: int | str | None) -> int |
 def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", limit: int | None = None,
                   image_size: int | None = None, scale: int | None = None,
                   thresholds: Sequence[float | None] = (None,), seed: int = 0, tile: int | str | None = "auto",
-                  **cell_kwargs: Any) -> list[Any]:
+                  samplers: Sequence[str] = ("stochastic",), **cell_kwargs: Any) -> list[Any]:
     """Cells that super-resolve and score each image of ``data`` (default: the checkpoint's held-out images).
 
     Image size and scale default to the checkpoint's training values; ``tile="auto"`` samples in tiles of the
@@ -271,8 +276,9 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
         raise ValueError(f"no images selected from {data!r}; check --data")
     cells = []
     for key in keys:
-        for s in dict.fromkeys(thresholds):  # one call each: make_cells drops the full mask when thresholds are given
-            cells += make_cells([name], [(size, size)], thresholds=[s], metrics=("params", "macs", "quality"),
-                                image=key, image_size=size, scale=sf, ckpt=str(ckpt), seed=seed, tile=tile,
-                                **cell_kwargs)
+        for sampler in dict.fromkeys(samplers):
+            for s in dict.fromkeys(thresholds):  # one call each: make_cells drops the full mask given thresholds
+                cells += make_cells([name], [(size, size)], thresholds=[s], metrics=("params", "macs", "quality"),
+                                    image=key, image_size=size, scale=sf, ckpt=str(ckpt), seed=seed, tile=tile,
+                                    sampler=sampler, **cell_kwargs)
     return cells

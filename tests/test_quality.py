@@ -126,18 +126,19 @@ def test_untrained_residual_model_scores_exactly_bicubic(untrained_residual_ckpt
     assert isinstance(model, ResidualPrediction) and ckpt["config"]["prediction"] == "residual"
     runner = CliRunner()
     res = runner.invoke(main, ["quality", "--ckpt", str(untrained_residual_ckpt), "--thresholds", "full,0.15",
-                               "--tile", "0", "-o", str(untrained_residual_ckpt.parent / "q.jsonl"), "--device",
-                               "cpu"])
+                               "--samplers", "deterministic,stochastic", "--tile", "0", "-o",
+                               str(untrained_residual_ckpt.parent / "q.jsonl"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (untrained_residual_ckpt.parent / "q.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and {r["threshold"] for r in rows} == {None, 0.15}
+    assert len(rows) == 4 and {(r["threshold"], r["sampler"]) for r in rows} == {
+        (None, "stochastic"), (0.15, "stochastic"), (None, "deterministic"), (0.15, "deterministic")}
     for r in rows:
         assert r["status"] == "ok" and r["image"] == "phantoms:ct_phantom_noisy"  # the held-out image
         assert r["psnr"] == pytest.approx(r["bicubic_psnr"], abs=1e-9)
         assert r["ssim"] == pytest.approx(r["bicubic_ssim"], abs=1e-9)
         assert r["macs"] > 0 and r["ckpt"] == str(untrained_residual_ckpt)
         assert r["lpips"] is None and "not available" in (r["message"] or "")
-    full, sparse = sorted(rows, key=lambda r: r["threshold"] is not None)
+    full, sparse = sorted([r for r in rows if r["sampler"] == "stochastic"], key=lambda r: r["threshold"] is not None)
     assert sparse["patch_density"] < 1.0 and sparse["macs"] < full["macs"]
     assert "PSNR-Y" in res.output and "bicubic PSNR-Y" in res.output
 

@@ -18,7 +18,9 @@ qdm-bench run --models qdm-t --res 128 --density 0.25 --threads 1 --reps 10 --ma
 
 # quality: the tiny model trained briefly on CT slices and phantoms (two phantoms held out), scored on the held-out
 # images at the full mask and at threshold 0.15, next to bicubic
-qdm-bench train -m qdm-t --prediction residual --kappa 0.5 --steps 1000 --lr 5e-4 --seed 0 --threads 2 \
+# (recipe: residual prediction with EDM-style preconditioning, kappa 0.5; sampled in tiles of the 64 px training crop
+# with the paper's stochastic sampler and with its deterministic variant)
+qdm-bench train -m qdm-t --prediction preconditioned --kappa 0.5 --steps 1000 --lr 5e-4 --seed 0 --threads 2 \
   -o "$OUT/run" --no-resume
-qdm-bench quality --ckpt "$OUT/run/last.pt" --thresholds full,0.15 --threads 2 -o "$OUT/quality.jsonl" \
-  --summary "$OUT/quality.md"
+qdm-bench quality --ckpt "$OUT/run/last.pt" --thresholds full,0.15 --samplers stochastic,deterministic --threads 2 \
+  -o "$OUT/quality.jsonl" --summary "$OUT/quality.md"
