@@ -118,3 +118,17 @@ def test_compare_bad_files_are_one_line(tmp_path):
     result = CliRunner().invoke(main, ["compare", str(good), str(tmp_path / "missing.jsonl")])
     assert result.exit_code != 0 and result.output.strip().splitlines()[-1].startswith("Error:")
     assert "does not exist" in result.output
+
+
+@pytest.mark.parametrize("device, base_mib, new_mib, failed", [
+    ("cpu", 24, 53, False),  # RSS growth of a small cell: within the CPU slack
+    ("cpu", 200, 600, True),  # a real growth on CPU
+    ("cuda", 24, 53, True),  # allocator statistics on CUDA are exact: no slack
+])
+def test_measured_memory_tolerance_with_cpu_slack(device, base_mib, new_mib, failed):
+    def row(mib):
+        return empty_row(key="k", model="m", height=64, width=64, batch=1, dtype="fp32", device=device,
+                         device_name="X", threads=1, status="ok", peak_mem_bytes=mib * 2**20, mem_estimated=False)
+
+    findings = compare_rows([row(base_mib)], [row(new_mib)])
+    assert any(f.failed for f in findings) is failed
