@@ -431,14 +431,15 @@ class BIDiffSRUNet(nn.Module):
 
     # -- cost
     def param_counts(self) -> dict[str, int]:
-        """Binarised weights, FP parameters (incl. TaR and TaA) and their total (the FP-equivalent count)."""
+        """Binarised weights, FP parameters (incl. TaR and TaA), their total (the FP-equivalent count) and the paper's
+        deployed count binary/32 + FP (``paper``; 4,575,043 for the released configuration)."""
         total = sum(p.numel() for p in self.parameters())
         binary = sum(m.weight.numel() for m in self.modules() if isinstance(m, BinaryConv2d) and m.binary)
         tar = sum(m.tar.numel() for m in self.modules() if isinstance(m, BIConv))
         taa = sum(m.taa_bias0.numel() + m.taa_slope.numel() + m.taa_bias1.numel()
                   for m in self.modules() if isinstance(m, BIConv))
         return {"params_fp_equiv": total, "binary_params": binary, "fp_params": total - binary, "tar_params": tar,
-                "taa_params": taa}
+                "taa_params": taa, "paper": binary // 32 + (total - binary) if binary % 32 == 0 else None}
 
     def prepare_inference(self) -> None:
         """Binarise the weights once for timing (as a deployed BNN stores them); undo with ``frozen_binary_weights``."""

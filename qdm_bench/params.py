@@ -14,8 +14,9 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int | None]:
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     buffers = sum(b.numel() for b in model.buffers())
     paper = None
-    if hasattr(model, "param_counts"):  # QDM: Table-5 convention (frozen sin-cos tables at the 128² build size)
-        paper = model.param_counts().get("table5")
+    if hasattr(model, "param_counts"):  # QDM: Table-5 convention (frozen sin-cos tables at the 128² build size);
+        counts = model.param_counts()  # BI-DiffSR: deployed count, binary weights / 32 + full-precision ones
+        paper = counts.get("paper", counts.get("table5"))
     return {"learnable": learnable, "frozen": frozen, "buffers": buffers, "paper": paper}
 
 

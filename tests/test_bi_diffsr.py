@@ -32,7 +32,7 @@ def model() -> bd.BIDiffSRUNet:
 def test_parameter_counts_match_the_released_model():
     counts = on_meta().param_counts()
     assert counts == {"params_fp_equiv": FP_EQUIV, "binary_params": BINARY, "fp_params": FP, "tar_params": TAR,
-                      "taa_params": TAA}
+                      "taa_params": TAA, "paper": DEPLOY}
     assert BINARY / 32 + FP == DEPLOY
     cost = on_meta().cost_extras(256, 256)
     assert cost["params_deploy"] == DEPLOY and cost["params_fp_equiv"] == FP_EQUIV
@@ -343,3 +343,13 @@ def test_measured_row_reports_bops_ops_and_deployed_params():
     assert row["ops"] == pytest.approx((row["macs"] - row["bops"]) + row["bops"] / 64)
     assert row["ops"] / 1e9 == pytest.approx(36.24, abs=0.01)
     assert "simulated in floating point" in row["message"]
+
+
+def test_models_listing_shows_the_deployed_count_as_the_paper_convention():
+    from qdm_bench.params import count_parameters
+
+    with torch.device("meta"):
+        counts = count_parameters(create_model("bi-diffsr"))
+        fp = count_parameters(create_model("bi-diffsr-fp"))
+    assert counts["learnable"] == 51_280_387 and counts["paper"] == 4_575_043
+    assert fp["paper"] in (None, 51_280_387)
