@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qdm.diffusion import SampleResult
+from qdm.diffusion import SampleResult, check_sr_input, resolve_generator
 from qdm_bench.registry import ModelError, register_model
 
 __all__ = [
@@ -612,14 +612,8 @@ class BIDiffSRDiffusion:
         weights are computed once for the whole run (:func:`frozen_binary_weights`).  The caller is responsible for
         ``torch.no_grad()`` and ``model.eval()``.
         """
-        if isinstance(sf, bool) or not isinstance(sf, int) or sf < 1:
-            raise ValueError(f"sf must be a positive integer, got {sf!r}")
-        if lq.dim() != 4:
-            raise ValueError(f"lq must be (B, C, h, w), got shape {tuple(lq.shape)}")
-        if seed is not None and generator is not None:
-            raise ValueError("give either seed or generator, not both")
-        if seed is not None:
-            generator = torch.Generator(device=lq.device).manual_seed(int(seed))
+        check_sr_input(lq, sf)
+        generator = resolve_generator(seed, generator, lq.device)
         ts = ddim_timesteps(self.steps if steps is None else steps, self.total_step)
         ratio = self.total_step // len(ts)
         b, c, h, w = lq.shape

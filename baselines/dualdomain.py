@@ -41,7 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qdm.diffusion import EtaSchedule, ResShiftDiffusion, SampleResult, eta_schedule
+from qdm.diffusion import (
+    EtaSchedule, ResShiftDiffusion, SampleResult, check_sr_input, eta_schedule, resolve_generator,
+)
 from qdm_bench.registry import ModelError, register_model
 
 __all__ = [
@@ -436,16 +438,10 @@ class DualDomainDiffusion:
         ignored (no mask: the mask fields are all ones, densities 1).  Randomness comes only from ``generator`` (or
         one seeded with ``seed``).  The caller is responsible for ``torch.no_grad()`` and ``model.eval()``.
         """
-        if isinstance(sf, bool) or not isinstance(sf, int) or sf < 1:
-            raise ValueError(f"sf must be a positive integer, got {sf!r}")
-        if lq.dim() != 4:
-            raise ValueError(f"lq must be (B, C, h, w), got shape {tuple(lq.shape)}")
+        check_sr_input(lq, sf)
         if posterior not in POSTERIORS:
             raise ValueError(f"posterior must be one of {POSTERIORS}, got {posterior!r}")
-        if seed is not None and generator is not None:
-            raise ValueError("give either seed or generator, not both")
-        if seed is not None:
-            generator = torch.Generator(device=lq.device).manual_seed(int(seed))
+        generator = resolve_generator(seed, generator, lq.device)
         b, _, h, w = lq.shape
         size = (h * sf, w * sf)
         y0 = F.interpolate(lq, size=size, mode="bicubic", align_corners=False) if sf != 1 else lq.clone()

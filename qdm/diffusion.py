@@ -41,7 +41,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["EtaSchedule", "eta_schedule", "ResShiftDiffusion", "SampleResult", "POSTERIOR_MODES"]
+__all__ = ["EtaSchedule", "eta_schedule", "ResShiftDiffusion", "SampleResult", "POSTERIOR_MODES", "check_sr_input",
+           "resolve_generator"]
 
 POSTERIOR_MODES = ("paper", "reference")
 _FLOOR = 1e-7  # the reference's noise-std floor on inactive sites
@@ -126,6 +127,24 @@ def _upstream_capable(fn: Callable) -> bool:
         fn = getattr(fn, "_orig_mod", None) or getattr(fn, "module", None)  # torch.compile / DDP wrappers
         seen += 1
     return False
+
+
+def check_sr_input(lq: torch.Tensor, sf: int) -> None:
+    """Raise ValueError unless ``sf`` is a positive integer and ``lq`` is a (B, C, h, w) batch (every sampler)."""
+    if isinstance(sf, bool) or not isinstance(sf, int) or sf < 1:
+        raise ValueError(f"sf must be a positive integer, got {sf!r}")
+    if lq.dim() != 4:
+        raise ValueError(f"lq must be (B, C, h, w), got shape {tuple(lq.shape)}")
+
+
+def resolve_generator(seed: int | None, generator: torch.Generator | None,
+                      device: torch.device | str) -> torch.Generator | None:
+    """A sampler's randomness: ``generator``, or a new one on ``device`` seeded with ``seed`` (not both)."""
+    if seed is not None and generator is not None:
+        raise ValueError("give either seed or generator, not both")
+    if seed is not None:
+        return torch.Generator(device=device).manual_seed(int(seed))
+    return generator
 
 
 def _as_float_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -341,14 +360,8 @@ class ResShiftDiffusion:
         on lq's device), so seeded runs are reproducible. The caller is responsible for ``torch.no_grad()`` and
         ``model.eval()``.
         """
-        if isinstance(sf, bool) or not isinstance(sf, int) or sf < 1:
-            raise ValueError(f"sf must be a positive integer, got {sf!r}")
-        if lq.dim() != 4:
-            raise ValueError(f"lq must be (B, C, h, w), got shape {tuple(lq.shape)}")
-        if seed is not None and generator is not None:
-            raise ValueError("give either seed or generator, not both")
-        if seed is not None:
-            generator = torch.Generator(device=lq.device).manual_seed(int(seed))
+        check_sr_input(lq, sf)
+        generator = resolve_generator(seed, generator, lq.device)
         b, _, h, w = lq.shape
         size = (h * sf, w * sf)
         y0 = F.interpolate(lq, size=size, mode="bicubic", align_corners=False) if sf != 1 else lq.clone()

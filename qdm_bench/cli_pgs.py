@@ -193,11 +193,10 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
     if not no_uniform:
         tile = int(train_cfg.get("crop") or 0)  # a crop-trained model is sampled in tiles of its crop (see quality)
         if tile and (height > tile or width > tile) and not (height % tile or width % tile):
-            from einops import rearrange
+            from qdm_bench.quality import from_tiles, to_tiles
 
-            lq_t = rearrange(lq, "b c (nh h) (nw w) -> (b nh nw) c h w", h=tile // scale, w=tile // scale)
-            sr_t, uni = uniform_sample(net, lq_t, family, scale, seed=seed)
-            sr_uniform = rearrange(sr_t, "(b nh nw) c h w -> b c (nh h) (nw w)", nh=height // tile, nw=width // tile)
+            sr_t, uni = uniform_sample(net, to_tiles(lq, tile // scale), family, scale, seed=seed)
+            sr_uniform = from_tiles(sr_t, height // tile, width // tile)
             uni["tile"] = tile
         else:
             sr_uniform, uni = uniform_sample(net, lq, family, scale, seed=seed)

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from qdm.diffusion import resolve_generator
+
 __all__ = [
     "ASSUMED", "WINDOWS", "PatchGrid", "blend_window", "DifficultyEstimator", "RangeEstimator", "QuadtreeEstimator",
     "GradientEstimator", "ResidualEstimator", "ESTIMATORS", "make_estimator", "GroupPolicy", "respace",
@@ -877,10 +879,7 @@ class PatchGroupSampler:
         each drawing its noise for all of its patches at once, so the result does not depend on ``patch_batch``.
         """
         height, width = _check_lq(lq, self.sf)
-        if seed is not None and generator is not None:
-            raise ValueError("give either seed or generator, not both")
-        if seed is not None:
-            generator = torch.Generator(device=lq.device).manual_seed(int(seed))
+        generator = resolve_generator(seed, generator, lq.device)
         grid = self.grid(height, width)
         grid.scaled(self.sf)  # validates the LR crop
         with torch.no_grad():

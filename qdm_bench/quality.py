@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 __all__ = ["FULL_REFERENCE", "LEARNED", "METRICS", "y_channel", "psnr_y", "ssim_y", "psnr_rgb", "hub_dir",
-           "learned_metric", "score", "sample_and_score", "quality_cells", "checkpoint_tile"]
+           "learned_metric", "score", "sample_and_score", "quality_cells", "checkpoint_tile", "to_tiles", "from_tiles"]
 
 FULL_REFERENCE = ("psnr", "ssim", "psnr_rgb")
 LEARNED: dict[str, tuple[tuple[str, str], ...]] = {  # metric -> files (hub sub-folder, name) pyiqa loads offline
@@ -148,6 +148,20 @@ def score(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, metrics: Sequence[s
     return values, notes
 
 
+def to_tiles(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, C, H, W) → (B·nh·nw, C, side, side): non-overlapping tiles, row-major per image, as one batch."""
+    from einops import rearrange
+
+    return rearrange(x, "b c (nh h) (nw w) -> (b nh nw) c h w", h=side, w=side)
+
+
+def from_tiles(x: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
+    """The inverse of :func:`to_tiles` for an ``nh`` × ``nw`` grid of tiles per image."""
+    from einops import rearrange
+
+    return rearrange(x, "(b nh nw) c h w -> b c (nh h) (nw w)", nh=nh, nw=nw)
+
+
 def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) -> tuple[dict[str, Any], list[str]]:
     """Super-resolve the cell's image with its checkpoint and score SR and bicubic against HR.
 
@@ -159,7 +173,6 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     always the upsampling of the whole LR image.  Returns the result-row fields and notes.
     """
     import torch.nn.functional as F
-    from einops import rearrange
 
     from qdm_bench.diffusions import diffusion_for
     from qdm_bench.images import degrade, lr_condition
@@ -182,7 +195,7 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     model, ckpt = load_checkpoint(cell.ckpt, cell.model)
     model = model.to(cell.device).eval()
     lq = lr_condition(degrade(hr, sf))
-    x = lq if not tile else rearrange(lq, "b c (nh h) (nw w) -> (b nh nw) c h w", h=tile // sf, w=tile // sf)
+    x = to_tiles(lq, tile // sf) if tile else lq
     diffusion = diffusion_for(resolve(cell.model), (ckpt.get("config") or {}).get("kappa"))
     options = {}
     if cell.sampler == "deterministic":
@@ -193,7 +206,7 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
         res = diffusion.sample(model, x.to(cell.device), sf=sf, threshold=cell.threshold, seed=cell.seed, **options)
     sr = res.sr.float().cpu()
     if tile:
-        sr = rearrange(sr, "(b nh nw) c h w -> b c (nh h) (nw w)", nh=height // tile, nw=width // tile)
+        sr = from_tiles(sr, height // tile, width // tile)
     sr = ((sr + 1) / 2).clamp(0, 1)
     bicubic = ((F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False) + 1) / 2).clamp(0, 1)
     values, notes = score(sr, hr, crop=sf, metrics=metrics, device=cell.device)
@@ -213,20 +226,11 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     return row, notes
 
 
-def _checkpoint_meta(path: str) -> dict[str, Any]:
-    """Model name, training configuration and held-out image names of a checkpoint (validated like a load)."""
-    from qdm_bench.train import FORMAT, CheckpointError
+def _checkpoint_meta(path: str, model: str | None = None) -> dict[str, Any]:
+    """Model name, training configuration and held-out image names of a checkpoint (checked as for a load)."""
+    from qdm_bench.train import read_checkpoint
 
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} does not exist; give the .pt file written by `qdm-bench train`")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a bad checkpoint
-        raise CheckpointError(f"checkpoint {p} cannot be read ({type(e).__name__}); it is not a torch.save file "
-                              "written by qdm-bench") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{p} is not a qdm-bench checkpoint (expected a dict with format {FORMAT!r})")
+    ckpt = read_checkpoint(path, model)
     return {"model": ckpt.get("model"), "config": ckpt.get("config") or {}, "held_out": ckpt.get("held_out") or []}
 
 
@@ -250,15 +254,10 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
     of what it samples, so quality and cost come from the same masks.
     """
     from qdm_bench.images import image_keys
-    from qdm_bench.registry import resolve
     from qdm_bench.sweep import make_cells
-    from qdm_bench.train import CheckpointError
 
-    meta = _checkpoint_meta(ckpt)
+    meta = _checkpoint_meta(ckpt, model)
     name = model or meta["model"]
-    if resolve(name).name != resolve(meta["model"]).name:
-        raise CheckpointError(f"checkpoint {ckpt} holds model {meta['model']!r}, not {name!r}; pass --model "
-                              f"{meta['model']} or another checkpoint")
     cfg = meta["config"]
     tile = checkpoint_tile(meta, tile)
     size = image_size or int(cfg.get("image_size", 256))

@@ -27,8 +27,8 @@ import torch
 
 from qdm_bench.registry import ModelError, create_model, resolve
 
-__all__ = ["TrainConfig", "TrainData", "train", "load_checkpoint", "CheckpointError", "FORMAT", "PREDICTIONS",
-           "ResidualPrediction"]
+__all__ = ["TrainConfig", "TrainData", "train", "load_checkpoint", "read_checkpoint", "CheckpointError", "FORMAT",
+           "PREDICTIONS", "ResidualPrediction", "PreconditionedResidual", "wrap_prediction"]
 
 FORMAT = "qdm-bench-checkpoint-v1"
 PREDICTIONS = ("x0", "residual", "preconditioned")
@@ -48,14 +48,21 @@ class ResidualPrediction(torch.nn.Module):
         except AttributeError:  # down_patch, window, plan, … of the wrapped model
             return getattr(self.module, name)
 
+    def skip(self, x_t: torch.Tensor, t: torch.Tensor, y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(base, output scale) with x̂₀ = base + scale·module(…): here (y₀, None)."""
+        return y0, None
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, mask: torch.Tensor | None = None,
                 **kwargs: Any):
         y0 = lq if lq.shape[-2:] == x_t.shape[-2:] else torch.nn.functional.interpolate(
             lq, size=x_t.shape[-2:], mode="bicubic", align_corners=False)
+        base, scale = self.skip(x_t, t, y0)
+
+        def finish(o: torch.Tensor) -> torch.Tensor:
+            return (o if scale is None else scale.to(o.dtype) * o) + base.to(o.dtype)
+
         out = self.module(x_t, t, lq, mask=mask, **kwargs)
-        if isinstance(out, (tuple, list)):
-            return type(out)(o + y0.to(o.dtype) for o in out)
-        return out + y0.to(out.dtype)
+        return type(out)(finish(o) for o in out) if isinstance(out, (tuple, list)) else finish(out)
 
 
 class CheckpointError(ValueError):
@@ -134,13 +141,8 @@ def _config_from(ckpt: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in names})
 
 
-def load_checkpoint(path: str | Path, model: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Build the checkpoint's model and load its weights; ``model`` (if given) must be the checkpoint's model.
-
-    Externally trained weights can be used too: save ``{"format": FORMAT, "model": NAME, "overrides": {...},
-    "state_dict": model.state_dict()}`` with ``torch.save`` (add ``"config": {"prediction": "residual"}`` for a network
-    trained to predict x₀ − y₀).
-    """
+def read_checkpoint(path: str | Path, model: str | None = None) -> dict[str, Any]:
+    """The checkpoint dict, checked: the file exists, is a qdm-bench checkpoint and (if given) holds ``model``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; give the .pt file written by `qdm-bench train`")
@@ -156,6 +158,18 @@ def load_checkpoint(path: str | Path, model: str | None = None) -> tuple[torch.n
     if model is not None and resolve(model).name != resolve(name).name:
         raise CheckpointError(f"checkpoint {path} holds model {name!r}, not {model!r}; pass --model {name} or "
                               "another checkpoint")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, model: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the checkpoint's model and load its weights; ``model`` (if given) must be the checkpoint's model.
+
+    Externally trained weights can be used too: save ``{"format": FORMAT, "model": NAME, "overrides": {...},
+    "state_dict": model.state_dict()}`` with ``torch.save`` (add ``"config": {"prediction": "residual"}`` for a network
+    trained to predict x₀ − y₀).
+    """
+    ckpt = read_checkpoint(path, model)
+    name = ckpt["model"]
     net = create_model(name, **ckpt.get("overrides", {}))
     try:
         net.load_state_dict(ckpt["state_dict"])
@@ -191,19 +205,13 @@ class PreconditionedResidual(ResidualPrediction):
         self._input_std = schedule.input_std.float()
         self.sigma_data = float(sigma_data)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, mask: torch.Tensor | None = None,
-                **kwargs: Any):
-        y0 = lq if lq.shape[-2:] == x_t.shape[-2:] else torch.nn.functional.interpolate(
-            lq, size=x_t.shape[-2:], mode="bicubic", align_corners=False)
+    def skip(self, x_t: torch.Tensor, t: torch.Tensor, y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y₀ + c_skip·(x_t − y₀), c_out) at steps t; x_t arrives normalised and is scaled back first."""
         idx = t.reshape(-1).long().cpu()
         shape = (-1,) + (1,) * (x_t.dim() - 1)
         x_raw = x_t * self._input_std[idx].to(x_t).reshape(shape)
         base = y0 + self._skip[idx].to(x_t).reshape(shape) * (x_raw - y0)
-        c_out = self._out[idx].to(x_t).reshape(shape)
-        out = self.module(x_t, t, lq, mask=mask, **kwargs)
-        if isinstance(out, (tuple, list)):
-            return type(out)(c_out.to(o.dtype) * o + base.to(o.dtype) for o in out)
-        return c_out.to(out.dtype) * out + base.to(out.dtype)
+        return base, self._out[idx].to(x_t).reshape(shape)
 
 
 def wrap_prediction(model: torch.nn.Module, prediction: str, kappa: float | None = None,

@@ -20,13 +20,7 @@ from qdm_bench.pgs import (
 from qdm_bench.registry import create_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small forwards run far slower with 2 threads on a loaded 2-core machine; restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------------------------- dummy backbones
