@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from qdm_bench import __version__
-from qdm_bench.registry import ModelError, create_model, resolve
+from qdm_bench.registry import ModelError, create_model, example_timesteps, resolve
 from qdm_bench.results import append_result, empty_row
 
 __all__ = ["Cell", "METRICS", "cell_image", "cell_lr_image", "cell_mask", "measure_cell", "measure_in_process",
@@ -311,7 +311,7 @@ def _inputs(cell: Cell, device: str | torch.device) -> tuple[torch.Tensor, torch
     g = torch.Generator().manual_seed(cell.seed)
     x = torch.randn(cell.batch, info.in_channels, cell.height, cell.width, generator=g)
     lq = torch.randn(cell.batch, info.lq_channels, cell.height, cell.width, generator=g)
-    t = torch.randint(0, info.num_steps, (cell.batch,), generator=g)
+    t = example_timesteps(info, cell.batch, g)
     return x.to(device), t.to(device), lq.to(device)
 
 

@@ -24,7 +24,7 @@ import torch
 
 __all__ = [
     "ModelInfo", "ModelError", "register_model", "create_model", "list_models", "model_info", "resolve",
-    "example_inputs",
+    "example_inputs", "example_timesteps",
 ]
 
 ENTRY_POINT_GROUP = "qdm_bench.models"
@@ -152,6 +152,12 @@ def create_model(name: str, **overrides: Any) -> torch.nn.Module:
     return model
 
 
+def example_timesteps(info: ModelInfo, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Random timesteps (batch,) in the model's range [0, t_max or num_steps), one for all where it needs that."""
+    t = torch.randint(0, info.t_max or info.num_steps, (1 if info.uniform_t else batch,), generator=generator)
+    return t.expand(batch)
+
+
 def example_inputs(
     name: str,
     res: int | tuple[int, int],
@@ -172,8 +178,7 @@ def example_inputs(
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, info.in_channels, h, w, generator=g, dtype=dtype).to(device)
     lq = torch.randn(batch, info.lq_channels, h, w, generator=g, dtype=dtype).to(device)
-    t = torch.randint(0, info.t_max or info.num_steps, (1 if info.uniform_t else batch,), generator=g)
-    t = t.expand(batch).to(device)
+    t = example_timesteps(info, batch, g).to(device)
     mask = None
     if info.uses_mask and density is not None:
         from qdm.quadtree import random_window_mask

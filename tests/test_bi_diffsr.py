@@ -353,3 +353,13 @@ def test_models_listing_shows_the_deployed_count_as_the_paper_convention():
         fp = count_parameters(create_model("bi-diffsr-fp"))
     assert counts["learnable"] == 51_280_387 and counts["paper"] == 4_575_043
     assert fp["paper"] in (None, 51_280_387)
+
+
+def test_batched_timing_cell_gives_the_batch_one_timestep():
+    """The harness's real-run inputs respect uniform_t (BI-DiffSR refuses mixed timesteps) and t_max."""
+    from qdm_bench.cells import Cell, _inputs
+
+    x, t, lq = _inputs(Cell(model="bi-diffsr", height=32, width=32, batch=4), "cpu")
+    assert t.shape == (4,) and len(set(t.tolist())) == 1 and 0 <= int(t[0]) < 2000
+    with torch.no_grad():
+        assert create_model("bi-diffsr").eval()(x, t, lq).shape == x.shape
