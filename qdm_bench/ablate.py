@@ -25,13 +25,18 @@ def _require_qdm(model: str) -> None:
 
 
 def threshold_cells(model: str, images: Sequence[str], res: tuple[int, int], thresholds: Sequence[float],
-                    metrics: Sequence[str], **cell_kwargs) -> list[Cell]:
-    """Per image: the full-mask (dense) cell first, then one cell per threshold (mask from that image's LR)."""
+                    metrics: Sequence[str], posterior: str | None = None, **cell_kwargs) -> list[Cell]:
+    """Per image: the full-mask (dense) cell first, then one cell per threshold (mask from that image's LR).
+
+    ``posterior`` (quality cells) is the reverse-step form of the masked cells; the full mask, where both forms
+    coincide, gets none.
+    """
     _require_qdm(model)
     cells: list[Cell] = []
     for image in images:
         cells += make_cells([model], [res], metrics=metrics, image=image, **cell_kwargs)  # full mask
-        cells += make_cells([model], [res], thresholds=list(thresholds), metrics=metrics, image=image, **cell_kwargs)
+        cells += make_cells([model], [res], thresholds=list(thresholds), metrics=metrics, image=image,
+                            posterior=posterior, **cell_kwargs)
     return cells
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from qdm.diffusion import POSTERIOR_MODES
 from qdm_bench import __version__
 from qdm_bench.registry import ModelError, create_model, example_timesteps, resolve
 from qdm_bench.results import append_result, empty_row
@@ -63,6 +64,7 @@ class Cell:
     ckpt: str | None = None  # trained checkpoint for the quality metric (qdm-bench train)
     tile: int | None = None  # quality: sample in independent tiles of this side (None: the whole image at once)
     sampler: str = "stochastic"  # quality: "stochastic" (the paper's) or "deterministic" (x_T = y0, no noise)
+    posterior: str | None = None  # quality with a mask: "paper" (Eq. 4) or "reference" (the authors' code); None: paper
 
     def overrides(self) -> dict[str, Any]:
         """Constructor overrides implied by the cell (window / patch / chunk size)."""
@@ -81,6 +83,8 @@ class Cell:
         """Identity of the cell for resuming: every parameter plus the qdm-bench version."""
         d = dataclasses.asdict(self)
         d["metrics"] = sorted(d["metrics"])
+        if d["posterior"] is None:  # added later: cells without one keep their earlier keys (resumable files)
+            del d["posterior"]
         d["version"] = __version__
         return json.dumps(d, sort_keys=True)
 
@@ -95,6 +99,7 @@ class Cell:
         extra += "" if self.density is None else f" d={self.density:g}"
         extra += "" if self.window is None else f" win={self.window}"
         extra += "" if self.patch is None else f" patch={self.patch}"
+        extra += "" if self.posterior is None else f" {self.posterior} posterior"
         extra += "" if self.image is None else f" [{self.image}]"
         return f"{self.model} {self.height}x{self.width} b{self.batch} {self.dtype}{extra}"
 
@@ -182,6 +187,8 @@ def _validate(cell: Cell) -> tuple[Any, torch.nn.Module]:
         raise ValueError(f"batch must be at least 1, got {cell.batch}")
     if cell.sampler not in ("stochastic", "deterministic"):
         raise ValueError(f"unknown sampler {cell.sampler!r}; use stochastic or deterministic")
+    if cell.posterior is not None and cell.posterior not in POSTERIOR_MODES:
+        raise ValueError(f"unknown posterior {cell.posterior!r}; use {' or '.join(POSTERIOR_MODES)}")
     if "quality" in cell.metrics and cell.ckpt is None:
         raise ValueError("the quality metric needs a checkpoint; pass --ckpt PATH (from `qdm-bench train`)")
     with torch.device("meta"):
@@ -213,6 +220,7 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
         device=cell.device, compile=cell.compile, threshold=cell.threshold, density=cell.density,
         image=cell.image, image_size=cell.image_size if cell.image else None, scale=cell.scale if cell.image else None,
         tile=cell.tile, sampler=cell.sampler if "quality" in cell.metrics else None,
+        posterior=cell.posterior if "quality" in cell.metrics else None,
         window=getattr(meta_model, "window", None) if uses_mask else None,
         patch=getattr(meta_model, "up_patch", getattr(meta_model, "patch", None)), num_steps=info.num_steps,
     )

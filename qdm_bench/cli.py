@@ -7,6 +7,9 @@ import click
 
 from qdm_bench import __version__
 
+POSTERIOR_MODES = ("paper", "reference")  # = qdm.diffusion.POSTERIOR_MODES (a test checks), kept import-free for --help
+SAMPLERS = ("stochastic", "deterministic")
+
 EPILOG_MODELS = """\b
 Examples:
   qdm-bench models
@@ -531,8 +534,11 @@ Examples:
 @click.option("--tile", default="auto", show_default=True,
               help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its "
                    "position embeddings have seen; 0: the whole image at once).")
+@click.option("--posterior", type=click.Choice(POSTERIOR_MODES), default=None,
+              help="With --ckpt: reverse step on inactive sites, 'paper' (Eq. 4, the default) or 'reference' (the "
+                   "authors' code: the posterior mean everywhere).")
 @execution_options
-def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, ckpt, speed, memory, tile,
+def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, ckpt, speed, memory, tile, posterior,
                      **ex) -> None:
     """Threshold sweep: per image, the full-mask row first, then each threshold: density, active windows, MACs."""
     from qdm_bench.ablate import threshold_cells
@@ -550,12 +556,15 @@ def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, c
     keys = image_keys(images, limit=limit)
     metrics = _ablation_metrics(speed, memory) + (("quality",) if ckpt else ())
     kw = _ablation_cell_kwargs(ex)
+    if posterior and not ckpt:
+        raise click.BadParameter("the posterior is a sampler setting; give --ckpt to sample", param_hint="--posterior")
     if ckpt:
         from qdm_bench.quality import checkpoint_tile
 
         kw["tile"] = checkpoint_tile(ckpt, _tile(tile))
+        posterior = posterior or "paper"
     cells = threshold_cells(model, keys, size, _float_list(thresholds, "--thresholds"), metrics,
-                            image_size=image_size, scale=scale, ckpt=ckpt, **kw)
+                            image_size=image_size, scale=scale, ckpt=ckpt, posterior=posterior, **kw)
     _run_ablation("ablate-threshold", cells, metrics, ex)
 
 
@@ -732,12 +741,11 @@ are available (else "not available: place FILE in DIR"). Bicubic upsampling is a
 """
 
 
-def _samplers(text: str) -> list[str]:
-    """--samplers: a comma-separated subset of stochastic, deterministic."""
+def _choices(text: str, allowed: tuple[str, ...], hint: str) -> list[str]:
+    """A comma-separated, non-empty subset of ``allowed`` (--samplers, --posteriors)."""
     names = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [n for n in names if n not in ("stochastic", "deterministic")]
-    if bad or not names:
-        raise click.BadParameter(f"use stochastic and/or deterministic, got {text!r}", param_hint="--samplers")
+    if not names or any(n not in allowed for n in names):
+        raise click.BadParameter(f"use {' and/or '.join(allowed)}, got {text!r}", param_hint=hint)
     return names
 
 
@@ -769,11 +777,14 @@ def _tile(text: str) -> int | str | None:
 @click.option("--samplers", default="stochastic", show_default=True,
               help="Comma-separated: stochastic (the paper's sampler) and/or deterministic (x_T = y0, posterior means "
                    "only; same steps).")
+@click.option("--posteriors", default="paper", show_default=True,
+              help="Comma-separated reverse steps on inactive sites, for thresholds: paper (Eq. 4: x̂0 there) and/or "
+                   "reference (the authors' code: the posterior mean everywhere, consistent with training).")
 @click.option("--tile", default="auto", show_default=True,
               help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its "
                    "position embeddings have seen; 0: the whole image at once).")
 @execution_options
-def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, samplers, tile, **ex) -> None:
+def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, samplers, posteriors, tile, **ex) -> None:
     """Super-resolve images with a trained checkpoint (the full sampler) and score SR and bicubic against HR."""
     from qdm_bench.quality import quality_cells
 
@@ -786,7 +797,9 @@ def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, sampl
         raise click.BadParameter(f"give numbers or 'full', got {thresholds!r}", param_hint="--thresholds") from None
     kw = _ablation_cell_kwargs(ex)
     cells = quality_cells(ckpt, model=model, data=data, limit=limit, image_size=image_size, scale=scale,
-                          thresholds=thr or [None], seed=seed, tile=_tile(tile), samplers=_samplers(samplers), **kw)
+                          thresholds=thr or [None], seed=seed, tile=_tile(tile),
+                          samplers=_choices(samplers, SAMPLERS, "--samplers"),
+                          posteriors=_choices(posteriors, POSTERIOR_MODES, "--posteriors"), **kw)
     _run_ablation("quality", cells, ("params", "macs", "quality"), ex)
 
 

@@ -33,12 +33,16 @@ def make_diffusion(name: str, **kwargs: Any):
     return getattr(importlib.import_module(mod), cls)(**kwargs)
 
 
-def diffusion_for(info: Any, kappa: float | None = None):
-    """The process a model (its ModelInfo) trains and samples with; ``kappa`` sets the ResShift noise scale κ."""
+def diffusion_for(info: Any, kappa: float | None = None, posterior: str | None = None):
+    """The process a model (its ModelInfo) trains and samples with; ``kappa`` sets the ResShift noise scale κ and
+    ``posterior`` its reverse step on inactive sites ("paper": Eq. 4, the default; "reference": the authors' code)."""
     if info.diffusion == "resshift":
         from qdm.diffusion import ResShiftDiffusion, eta_schedule
 
-        return ResShiftDiffusion(eta_schedule(kappa=2.0 if kappa is None else kappa))
+        return ResShiftDiffusion(eta_schedule(kappa=2.0 if kappa is None else kappa), posterior=posterior or "paper")
+    if posterior is not None:
+        raise ValueError(f"the posterior mode applies to mask-guided ResShift models; {info.name} uses its own "
+                         f"{info.diffusion!r} process")
     if kappa is not None:
         raise ValueError(f"kappa applies to ResShift-family models; {info.name} uses its own {info.diffusion!r} "
                          "process (leave --kappa unset)")

@@ -196,7 +196,7 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     model = model.to(cell.device).eval()
     lq = lr_condition(degrade(hr, sf))
     x = to_tiles(lq, tile // sf) if tile else lq
-    diffusion = diffusion_for(resolve(cell.model), (ckpt.get("config") or {}).get("kappa"))
+    diffusion = diffusion_for(resolve(cell.model), (ckpt.get("config") or {}).get("kappa"), cell.posterior)
     options = {}
     if cell.sampler == "deterministic":
         if resolve(cell.model).diffusion == "bi-diffsr":
@@ -246,12 +246,15 @@ def checkpoint_tile(meta: dict[str, Any] | str, tile: int | str | None) -> int |
 def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", limit: int | None = None,
                   image_size: int | None = None, scale: int | None = None,
                   thresholds: Sequence[float | None] = (None,), seed: int = 0, tile: int | str | None = "auto",
-                  samplers: Sequence[str] = ("stochastic",), **cell_kwargs: Any) -> list[Any]:
+                  samplers: Sequence[str] = ("stochastic",), posteriors: Sequence[str] = ("paper",),
+                  **cell_kwargs: Any) -> list[Any]:
     """Cells that super-resolve and score each image of ``data`` (default: the checkpoint's held-out images).
 
     Image size and scale default to the checkpoint's training values; ``tile="auto"`` samples in tiles of the
     training crop (see :func:`sample_and_score`), None or 0 the whole image at once.  Each cell also counts the MACs
-    of what it samples, so quality and cost come from the same masks.
+    of what it samples, so quality and cost come from the same masks.  Masked (threshold) cells are made once per
+    reverse-step form of ``posteriors`` (QDM's Eq. 4 "paper" and/or the authors' code, "reference"; spec §3.5); the
+    full-mask cell, where the two coincide, once with none.
     """
     from qdm_bench.images import image_keys
     from qdm_bench.sweep import make_cells
@@ -277,7 +280,8 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
     for key in keys:
         for sampler in dict.fromkeys(samplers):
             for s in dict.fromkeys(thresholds):  # one call each: make_cells drops the full mask given thresholds
-                cells += make_cells([name], [(size, size)], thresholds=[s], metrics=("params", "macs", "quality"),
-                                    image=key, image_size=size, scale=sf, ckpt=str(ckpt), seed=seed, tile=tile,
-                                    sampler=sampler, **cell_kwargs)
+                for posterior in dict.fromkeys(posteriors) if s is not None else [None]:
+                    cells += make_cells([name], [(size, size)], thresholds=[s], metrics=("params", "macs", "quality"),
+                                        image=key, image_size=size, scale=sf, ckpt=str(ckpt), seed=seed, tile=tile,
+                                        sampler=sampler, posterior=posterior, **cell_kwargs)
     return cells

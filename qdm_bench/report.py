@@ -52,12 +52,14 @@ NUMERIC = [
 QUALITY = {"psnr": ("PSNR-Y (dB)", "{:.2f}"), "ssim": ("SSIM-Y", "{:.4f}"), "lpips": ("LPIPS", "{:.4f}"),
            "clipiqa": ("CLIPIQA", "{:.4f}"), "musiq": ("MUSIQ", "{:.2f}"), "psnr_rgb": ("PSNR-RGB (dB)", "{:.2f}"),
            "bicubic_psnr": ("bicubic PSNR-Y", "{:.2f}"), "bicubic_ssim": ("bicubic SSIM-Y", "{:.4f}")}
-EXTRA_KEYS = ("image", "image_size", "scale", "ablation", "sampler", "tile")  # columns that identify a cell
+EXTRA_KEYS = ("image", "image_size", "scale", "ablation", "sampler", "posterior",
+              "tile")  # columns that identify a cell
 IMAGE_KEYS = ("image_size", "scale", "ablation", "sampler", "tile")  # sweep-block keys besides the model's settings
 CONFIG = ["model", "height", "width", "batch", "dtype", "device", "device_name", "compile", "window", "patch",
           "threshold", "density"]
 SHOWN = {"res": "res", "batch": "batch", "dtype": "dtype", "device_name": "device", "compile": "compile",
-         "window": "window", "patch": "patch", "ablation": "ablation", "sampler": "sampler", "tile": "tile"}
+         "window": "window", "patch": "patch", "ablation": "ablation", "sampler": "sampler", "tile": "tile",
+         "posterior": "posterior"}
 FAILED = ("oom", "error", "skipped")
 PAPER_TABLE5_PARAMS_M = {"qdm-s": 50.87, "qdm-b": 199.06, "qdm-l": 691.94}
 MAC_CONVENTION = ("MACs count the multiply-accumulates of convolutions and matmuls, attention products (QKᵀ, AV) "
@@ -322,10 +324,11 @@ def _threshold_frame(df: pd.DataFrame, per_image: bool = False) -> pd.DataFrame:
     block += [c for c in IMAGE_KEYS if c in f.columns]
     swept = f.groupby(block, dropna=False, sort=False)["threshold"].transform(lambda s: s.notna().any())
     f = f[swept.astype(bool)]
+    posterior = ["posterior"] if "posterior" in f.columns else []  # within a block: full mask has none
     if not per_image:
-        f = _mean_over_images(f, block + ["threshold"])
+        f = _mean_over_images(f, block + ["threshold"] + posterior)
     f = f.assign(block=f.groupby(block, dropna=False, sort=False).ngroup(), swept=f["threshold"].notna())
-    sort = ["block", "swept", "threshold"] + (["image"] if per_image and "image" in f.columns else [])
+    sort = ["block", "swept", "threshold"] + posterior + (["image"] if per_image and "image" in f.columns else [])
     return f.sort_values(sort, kind="stable", na_position="first").reset_index(drop=True)
 
 
@@ -339,8 +342,9 @@ def threshold_table(df: pd.DataFrame, per_image: bool = False) -> pd.DataFrame:
         return pd.DataFrame()
     keys = _shown_keys(f, ["batch", "dtype", "device_name", "window", "patch", *IMAGE_KEYS], None)
     image = {"image": f["image"].fillna("")} if per_image and "image" in f.columns else {}
+    posterior = {"posterior": f["posterior"].fillna("")} if "posterior" in f.columns else {}
     table = pd.DataFrame({**_model_res(f), **keys, **image, "threshold": f.apply(_threshold_label, axis=1),
-                          **_mask_columns(f)})
+                          **posterior, **_mask_columns(f)})
     return _drop_empty(table, keep=("model", "res", "threshold"))
 
 

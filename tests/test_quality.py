@@ -161,10 +161,11 @@ def test_threshold_ablation_gains_quality_columns(untrained_residual_ckpt, tmp_p
     out = tmp_path / "abl.jsonl"
     res = CliRunner().invoke(main, ["ablate", "threshold", "-m", "qdm-t", "--images", "phantoms", "--limit", "1",
                                     "--image-size", "64", "--thresholds", "0.15", "--ckpt",
-                                    str(untrained_residual_ckpt), "-o", str(out), "--device", "cpu"])
+                                    str(untrained_residual_ckpt), "--posterior", "reference", "-o", str(out),
+                                    "--device", "cpu"])
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["threshold"] for r in rows] == [None, 0.15]
+    assert [(r["threshold"], r["posterior"]) for r in rows] == [(None, None), (0.15, "reference")]
     assert all(r["psnr"] is not None and r["bicubic_psnr"] is not None for r in rows)
     from qdm_bench.report import load_rows, threshold_table
 
@@ -181,3 +182,48 @@ def test_quality_bad_input_is_one_line(untrained_residual_ckpt, tmp_path):
     res = runner.invoke(main, ["ablate", "threshold", "-m", "qdm-t", "--ckpt", str(untrained_residual_ckpt),
                                "--image-size", "64", "--res", "128"])
     assert res.exit_code != 0 and "--res" in res.output
+
+
+def test_posteriors_give_one_masked_cell_each_and_reach_the_sampler(tmp_path):
+    """--posteriors paper,reference: the full mask once (both forms coincide there), each threshold once per form;
+    the reference row equals ResShiftDiffusion(posterior="reference") run directly on the same LR and mask."""
+    from qdm.diffusion import ResShiftDiffusion, eta_schedule
+    from qdm_bench.images import degrade, load_image_set, lr_condition
+
+    cfg = TrainConfig(model="qdm-t", images="phantoms", image_size=64, holdout=1, crop=32, batch=2, steps=2, lr=1e-2,
+                      prediction="residual", kappa=0.5, threads=1)
+    ckpt = train(cfg, tmp_path / "run", resume=False)  # two real steps: the prediction is no longer y0
+    out = tmp_path / "q.jsonl"
+    res = CliRunner().invoke(main, ["quality", "--ckpt", str(ckpt), "--thresholds", "full,0.15", "--samplers",
+                                    "deterministic", "--posteriors", "paper,reference", "--tile", "0", "-o", str(out),
+                                    "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rows = {(r["threshold"], r["posterior"]): r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {(None, None), (0.15, "paper"), (0.15, "reference")}
+    assert rows[(0.15, "paper")]["psnr"] != rows[(0.15, "reference")]["psnr"]
+    assert rows[(0.15, "paper")]["macs"] == rows[(0.15, "reference")]["macs"]  # same mask, same cost
+
+    model, _ = load_checkpoint(ckpt)
+    (img,) = [i for i in load_image_set("phantoms", size=64) if i.name == "ct_phantom_noisy"]
+    hr = img.hr[None].float()
+    with torch.inference_mode():
+        sr = ResShiftDiffusion(eta_schedule(kappa=0.5), posterior="reference").sample(
+            model.eval(), lr_condition(degrade(hr, 4)), sf=4, threshold=0.15, seed=0, deterministic=True).sr
+    expected = float(q.psnr_y(((sr + 1) / 2).clamp(0, 1), hr, crop=4)[0])
+    assert rows[(0.15, "reference")]["psnr"] == pytest.approx(expected, abs=1e-9)
+
+    from qdm_bench.report import load_rows, threshold_table
+
+    table = threshold_table(load_rows([out]))
+    assert list(table["posterior"]) == ["", "paper", "reference"]  # full mask first, then each form
+
+
+def test_cli_posterior_modes_are_the_samplers():
+    from qdm.diffusion import POSTERIOR_MODES
+    from qdm_bench import cli
+
+    assert cli.POSTERIOR_MODES == POSTERIOR_MODES
+    res = CliRunner().invoke(main, ["quality", "--ckpt", "x.pt", "--posteriors", "eq4"])
+    assert res.exit_code != 0 and "paper and/or reference" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["ablate", "threshold", "--posterior", "reference"])
+    assert res.exit_code != 0 and "--ckpt" in res.output
