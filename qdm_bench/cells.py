@@ -65,6 +65,7 @@ class Cell:
     tile: int | None = None  # quality: sample in independent tiles of this side (None: the whole image at once)
     sampler: str = "stochastic"  # quality: "stochastic" (the paper's) or "deterministic" (x_T = y0, no noise)
     posterior: str | None = None  # quality with a mask: "paper" (Eq. 4) or "reference" (the authors' code); None: paper
+    ensemble: int = 1  # quality, stochastic: score the mean of this many samples (seeds seed, seed+1, …)
 
     def overrides(self) -> dict[str, Any]:
         """Constructor overrides implied by the cell (window / patch / chunk size)."""
@@ -83,8 +84,9 @@ class Cell:
         """Identity of the cell for resuming: every parameter plus the qdm-bench version."""
         d = dataclasses.asdict(self)
         d["metrics"] = sorted(d["metrics"])
-        if d["posterior"] is None:  # added later: cells without one keep their earlier keys (resumable files)
-            del d["posterior"]
+        for name, default in (("posterior", None), ("ensemble", 1)):  # added later: cells that leave them at their
+            if d[name] == default:  # defaults keep their earlier keys (resumable results files)
+                del d[name]
         d["version"] = __version__
         return json.dumps(d, sort_keys=True)
 
@@ -100,6 +102,7 @@ class Cell:
         extra += "" if self.window is None else f" win={self.window}"
         extra += "" if self.patch is None else f" patch={self.patch}"
         extra += "" if self.posterior is None else f" {self.posterior} posterior"
+        extra += "" if self.ensemble == 1 else f" mean of {self.ensemble}"
         extra += "" if self.image is None else f" [{self.image}]"
         return f"{self.model} {self.height}x{self.width} b{self.batch} {self.dtype}{extra}"
 
@@ -187,6 +190,11 @@ def _validate(cell: Cell) -> tuple[Any, torch.nn.Module]:
         raise ValueError(f"batch must be at least 1, got {cell.batch}")
     if cell.sampler not in ("stochastic", "deterministic"):
         raise ValueError(f"unknown sampler {cell.sampler!r}; use stochastic or deterministic")
+    if isinstance(cell.ensemble, bool) or not isinstance(cell.ensemble, int) or cell.ensemble < 1:
+        raise ValueError(f"ensemble must be an integer >= 1, got {cell.ensemble!r}")
+    if cell.ensemble > 1 and cell.sampler != "stochastic":
+        raise ValueError(f"an ensemble averages stochastic samples; the {cell.sampler} sampler gives one result "
+                         "(use --ensemble 1)")
     if cell.posterior is not None and cell.posterior not in POSTERIOR_MODES:
         raise ValueError(f"unknown posterior {cell.posterior!r}; use {' or '.join(POSTERIOR_MODES)}")
     if "quality" in cell.metrics and cell.ckpt is None:
@@ -221,6 +229,7 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
         image=cell.image, image_size=cell.image_size if cell.image else None, scale=cell.scale if cell.image else None,
         tile=cell.tile, sampler=cell.sampler if "quality" in cell.metrics else None,
         posterior=cell.posterior if "quality" in cell.metrics else None,
+        ensemble=cell.ensemble if "quality" in cell.metrics else None,
         window=getattr(meta_model, "window", None) if uses_mask else None,
         patch=getattr(meta_model, "up_patch", getattr(meta_model, "patch", None)), num_steps=info.num_steps,
     )
@@ -280,6 +289,8 @@ def measure_cell(cell: Cell, progress: Callable[[str], None] | None = None) -> d
         say("quality (sampling)")
         values, quality_notes = sample_and_score(cell, image)
         row.update(values)
+        if cell.ensemble > 1 and row.get("macs_per_sr") is not None:  # every sample runs the whole chain
+            row["macs_per_sr"] *= cell.ensemble
         notes += quality_notes
     env = environment_info(cell.device)
     row.update(threads=torch.get_num_threads(), device_name=env.get("device_name"),

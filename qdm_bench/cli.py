@@ -780,11 +780,15 @@ def _tile(text: str) -> int | str | None:
 @click.option("--posteriors", default="paper", show_default=True,
               help="Comma-separated reverse steps on inactive sites, for thresholds: paper (Eq. 4: x̂0 there) and/or "
                    "reference (the authors' code: the posterior mean everywhere, consistent with training).")
+@click.option("--ensemble", default="1", show_default=True,
+              help="Comma-separated sample counts for the stochastic sampler: also score the mean of N samples (seeds "
+                   "seed..seed+N-1; N times the cost), e.g. 1,8 to see how far one sample is from the posterior mean.")
 @click.option("--tile", default="auto", show_default=True,
               help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its "
                    "position embeddings have seen; 0: the whole image at once).")
 @execution_options
-def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, samplers, posteriors, tile, **ex) -> None:
+def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, samplers, posteriors, ensemble, tile,
+            **ex) -> None:
     """Super-resolve images with a trained checkpoint (the full sampler) and score SR and bicubic against HR."""
     from qdm_bench.quality import quality_cells
 
@@ -799,7 +803,8 @@ def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, sampl
     cells = quality_cells(ckpt, model=model, data=data, limit=limit, image_size=image_size, scale=scale,
                           thresholds=thr or [None], seed=seed, tile=_tile(tile),
                           samplers=_choices(samplers, SAMPLERS, "--samplers"),
-                          posteriors=_choices(posteriors, POSTERIOR_MODES, "--posteriors"), **kw)
+                          posteriors=_choices(posteriors, POSTERIOR_MODES, "--posteriors"),
+                          ensembles=_int_list(ensemble, "--ensemble"), **kw)
     _run_ablation("quality", cells, ("params", "macs", "quality"), ex)
 
 

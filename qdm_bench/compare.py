@@ -18,7 +18,8 @@ from qdm_bench.results import read_results
 __all__ = ["Finding", "Tolerances", "compare_rows", "compare_files", "IDENTITY", "EXACT"]
 
 IDENTITY = ("model", "height", "width", "batch", "dtype", "device", "compile", "threshold", "density", "window",
-            "patch", "image", "image_size", "scale", "tile", "sampler", "posterior")
+            "patch", "image", "image_size", "scale", "tile", "sampler", "posterior",
+            "ensemble")
 EXACT = ("params", "params_paper", "macs", "attention_macs", "macs_per_sr", "active_windows", "total_windows",
          "patch_density", "bops", "params_deploy")
 QUALITY_HIGHER = ("psnr", "ssim", "clipiqa", "musiq")  # higher is better

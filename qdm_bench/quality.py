@@ -202,14 +202,20 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
         if resolve(cell.model).diffusion == "bi-diffsr":
             raise ValueError("BI-DiffSR's DDIM sampler is deterministic given x_T already; use --samplers stochastic")
         options["deterministic"] = True
+    sr = 0
     with torch.inference_mode():
-        res = diffusion.sample(model, x.to(cell.device), sf=sf, threshold=cell.threshold, seed=cell.seed, **options)
-    sr = res.sr.float().cpu()
+        for k in range(cell.ensemble):  # an ensemble averages samples of consecutive seeds (same mask)
+            res = diffusion.sample(model, x.to(cell.device), sf=sf, threshold=cell.threshold, seed=cell.seed + k,
+                                   **options)
+            sr = sr + res.sr.float().cpu() / cell.ensemble
     if tile:
         sr = from_tiles(sr, height // tile, width // tile)
     sr = ((sr + 1) / 2).clamp(0, 1)
     bicubic = ((F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False) + 1) / 2).clamp(0, 1)
     values, notes = score(sr, hr, crop=sf, metrics=metrics, device=cell.device)
+    if cell.ensemble > 1:
+        notes.append(f"the mean of {cell.ensemble} stochastic samples (seeds {cell.seed}..{cell.seed + cell.ensemble - 1}"
+                     f"): {cell.ensemble}x the network evaluations of one")
     floor, _ = score(bicubic, hr, crop=sf, metrics=("psnr", "ssim"))
     row = {m: v[0] for m, v in values.items()}
     row.update(bicubic_psnr=floor["psnr"][0], bicubic_ssim=floor["ssim"][0], ckpt=str(cell.ckpt))
@@ -247,14 +253,15 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
                   image_size: int | None = None, scale: int | None = None,
                   thresholds: Sequence[float | None] = (None,), seed: int = 0, tile: int | str | None = "auto",
                   samplers: Sequence[str] = ("stochastic",), posteriors: Sequence[str] = ("paper",),
-                  **cell_kwargs: Any) -> list[Any]:
+                  ensembles: Sequence[int] = (1,), **cell_kwargs: Any) -> list[Any]:
     """Cells that super-resolve and score each image of ``data`` (default: the checkpoint's held-out images).
 
     Image size and scale default to the checkpoint's training values; ``tile="auto"`` samples in tiles of the
     training crop (see :func:`sample_and_score`), None or 0 the whole image at once.  Each cell also counts the MACs
     of what it samples, so quality and cost come from the same masks.  Masked (threshold) cells are made once per
     reverse-step form of ``posteriors`` (QDM's Eq. 4 "paper" and/or the authors' code, "reference"; spec §3.5); the
-    full-mask cell, where the two coincide, once with none.
+    full-mask cell, where the two coincide, once with none.  Stochastic cells are made once per ``ensembles`` size
+    (the mean of that many samples; 1 = the sampler's own output).
     """
     from qdm_bench.images import image_keys
     from qdm_bench.sweep import make_cells
@@ -281,7 +288,9 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
         for sampler in dict.fromkeys(samplers):
             for s in dict.fromkeys(thresholds):  # one call each: make_cells drops the full mask given thresholds
                 for posterior in dict.fromkeys(posteriors) if s is not None else [None]:
-                    cells += make_cells([name], [(size, size)], thresholds=[s], metrics=("params", "macs", "quality"),
-                                        image=key, image_size=size, scale=sf, ckpt=str(ckpt), seed=seed, tile=tile,
-                                        sampler=sampler, posterior=posterior, **cell_kwargs)
+                    for n in dict.fromkeys(ensembles) if sampler == "stochastic" else [1]:
+                        cells += make_cells([name], [(size, size)], thresholds=[s],
+                                            metrics=("params", "macs", "quality"), image=key, image_size=size,
+                                            scale=sf, ckpt=str(ckpt), seed=seed, tile=tile, sampler=sampler,
+                                            posterior=posterior, ensemble=n, **cell_kwargs)
     return cells

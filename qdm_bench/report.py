@@ -52,14 +52,14 @@ NUMERIC = [
 QUALITY = {"psnr": ("PSNR-Y (dB)", "{:.2f}"), "ssim": ("SSIM-Y", "{:.4f}"), "lpips": ("LPIPS", "{:.4f}"),
            "clipiqa": ("CLIPIQA", "{:.4f}"), "musiq": ("MUSIQ", "{:.2f}"), "psnr_rgb": ("PSNR-RGB (dB)", "{:.2f}"),
            "bicubic_psnr": ("bicubic PSNR-Y", "{:.2f}"), "bicubic_ssim": ("bicubic SSIM-Y", "{:.4f}")}
-EXTRA_KEYS = ("image", "image_size", "scale", "ablation", "sampler", "posterior",
+EXTRA_KEYS = ("image", "image_size", "scale", "ablation", "sampler", "ensemble", "posterior",
               "tile")  # columns that identify a cell
-IMAGE_KEYS = ("image_size", "scale", "ablation", "sampler", "tile")  # sweep-block keys besides the model's settings
+IMAGE_KEYS = ("image_size", "scale", "ablation", "sampler", "ensemble", "tile")  # sweep-block keys besides the model's settings
 CONFIG = ["model", "height", "width", "batch", "dtype", "device", "device_name", "compile", "window", "patch",
           "threshold", "density"]
 SHOWN = {"res": "res", "batch": "batch", "dtype": "dtype", "device_name": "device", "compile": "compile",
          "window": "window", "patch": "patch", "ablation": "ablation", "sampler": "sampler", "tile": "tile",
-         "posterior": "posterior"}
+         "posterior": "posterior", "ensemble": "mean of"}
 FAILED = ("oom", "error", "skipped")
 PAPER_TABLE5_PARAMS_M = {"qdm-s": 50.87, "qdm-b": 199.06, "qdm-l": 691.94}
 MAC_CONVENTION = ("MACs count the multiply-accumulates of convolutions and matmuls, attention products (QKᵀ, AV) "

@@ -37,7 +37,7 @@ COLUMNS = [
     "window_density", "active_windows",
     "total_windows", "macs", "attention_macs", "macs_per_sr", "bops", "ops", "params_deploy", "cost_extra", "num_steps", "peak_mem_bytes", "peak_reserved_bytes",
     "mem_method", "mem_estimated", "latency_median_ms", "latency_p10_ms", "latency_p90_ms", "latency_n",
-    "throughput_img_s", "windows_per_s", "ckpt", "tile", "sampler", "posterior", "psnr", "ssim", "psnr_rgb", "lpips", "clipiqa", "musiq",
+    "throughput_img_s", "windows_per_s", "ckpt", "tile", "sampler", "posterior", "ensemble", "psnr", "ssim", "psnr_rgb", "lpips", "clipiqa", "musiq",
     "bicubic_psnr", "bicubic_ssim", "threads", "device_name", "torch_version", "cuda_version", "git_commit",
     "timestamp", "status", "message", "elapsed_s", "command",
 ]

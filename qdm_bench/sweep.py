@@ -109,7 +109,7 @@ def _num(value: Any, scale: float = 1.0, fmt: str = "{:,.2f}") -> str:
     return "" if value is None else fmt.format(value / scale)
 
 
-SUMMARY_COLUMNS = ("model", "res", "batch", "dtype", "patch", "window", "image", "mask", "sampler", "posterior",
+SUMMARY_COLUMNS = ("model", "res", "batch", "dtype", "patch", "window", "image", "mask", "sampler", "mean of", "posterior",
                    "params (M)",
                    "deployed params (M)", "GMACs", "GBOPs", "GOPs", "GMACs/SR", "attn %", "peak MiB", "median ms", "p10-p90 ms", "img/s", "PSNR-Y", "SSIM-Y",
                    "bicubic PSNR-Y", "bicubic SSIM-Y", "status")
@@ -142,7 +142,8 @@ def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> s
         table.append([
             r.get("model"), f"{r.get('height')}x{r.get('width')}", r.get("batch"), r.get("dtype"),
             "" if r.get("patch") is None else r["patch"], "" if r.get("window") is None else r["window"],
-            r.get("image") or "", mask.strip(), r.get("sampler") or "", r.get("posterior") or "",
+            r.get("image") or "", mask.strip(), r.get("sampler") or "",
+            "" if (r.get("ensemble") or 1) == 1 else r["ensemble"], r.get("posterior") or "",
             _num(r.get("params"), 1e6), _num(r.get("params_deploy"), 1e6), _num(macs, 1e9, "{:,.1f}"),
             _num(r.get("bops"), 1e9, "{:,.1f}"), _num(r.get("ops"), 1e9, "{:,.2f}"),
             _num(r.get("macs_per_sr"), 1e9, "{:,.0f}"),

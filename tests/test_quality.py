@@ -184,15 +184,33 @@ def test_quality_bad_input_is_one_line(untrained_residual_ckpt, tmp_path):
     assert res.exit_code != 0 and "--res" in res.output
 
 
-def test_posteriors_give_one_masked_cell_each_and_reach_the_sampler(tmp_path):
-    """--posteriors paper,reference: the full mask once (both forms coincide there), each threshold once per form;
-    the reference row equals ResShiftDiffusion(posterior="reference") run directly on the same LR and mask."""
+@pytest.fixture(scope="module")
+def briefly_trained_ckpt(tmp_path_factory):
+    """A residual qdm-t after two real steps (κ = 0.5): its prediction is no longer y0, so samplers differ."""
+    cfg = TrainConfig(model="qdm-t", images="phantoms", image_size=64, holdout=1, crop=32, batch=2, steps=2, lr=1e-2,
+                      prediction="residual", kappa=0.5, threads=1)
+    return train(cfg, tmp_path_factory.mktemp("brief"), resume=False)
+
+
+def _direct_psnr(ckpt, posterior: str = "paper", seeds=(0,), **sample_kwargs) -> float:
+    """PSNR-Y of ResShiftDiffusion run directly on the held-out phantom's LR (the mean over ``seeds``)."""
     from qdm.diffusion import ResShiftDiffusion, eta_schedule
     from qdm_bench.images import degrade, load_image_set, lr_condition
 
-    cfg = TrainConfig(model="qdm-t", images="phantoms", image_size=64, holdout=1, crop=32, batch=2, steps=2, lr=1e-2,
-                      prediction="residual", kappa=0.5, threads=1)
-    ckpt = train(cfg, tmp_path / "run", resume=False)  # two real steps: the prediction is no longer y0
+    model, _ = load_checkpoint(ckpt)
+    (img,) = [i for i in load_image_set("phantoms", size=64) if i.name == "ct_phantom_noisy"]
+    hr = img.hr[None].float()
+    diffusion = ResShiftDiffusion(eta_schedule(kappa=0.5), posterior=posterior)
+    with torch.inference_mode():
+        sr = sum(diffusion.sample(model.eval(), lr_condition(degrade(hr, 4)), sf=4, seed=seed, **sample_kwargs).sr
+                 for seed in seeds) / len(seeds)
+    return float(q.psnr_y(((sr + 1) / 2).clamp(0, 1), hr, crop=4)[0])
+
+
+def test_posteriors_give_one_masked_cell_each_and_reach_the_sampler(briefly_trained_ckpt, tmp_path):
+    """--posteriors paper,reference: the full mask once (both forms coincide there), each threshold once per form;
+    the reference row equals ResShiftDiffusion(posterior="reference") run directly on the same LR and mask."""
+    ckpt = briefly_trained_ckpt
     out = tmp_path / "q.jsonl"
     res = CliRunner().invoke(main, ["quality", "--ckpt", str(ckpt), "--thresholds", "full,0.15", "--samplers",
                                     "deterministic", "--posteriors", "paper,reference", "--tile", "0", "-o", str(out),
@@ -203,13 +221,7 @@ def test_posteriors_give_one_masked_cell_each_and_reach_the_sampler(tmp_path):
     assert rows[(0.15, "paper")]["psnr"] != rows[(0.15, "reference")]["psnr"]
     assert rows[(0.15, "paper")]["macs"] == rows[(0.15, "reference")]["macs"]  # same mask, same cost
 
-    model, _ = load_checkpoint(ckpt)
-    (img,) = [i for i in load_image_set("phantoms", size=64) if i.name == "ct_phantom_noisy"]
-    hr = img.hr[None].float()
-    with torch.inference_mode():
-        sr = ResShiftDiffusion(eta_schedule(kappa=0.5), posterior="reference").sample(
-            model.eval(), lr_condition(degrade(hr, 4)), sf=4, threshold=0.15, seed=0, deterministic=True).sr
-    expected = float(q.psnr_y(((sr + 1) / 2).clamp(0, 1), hr, crop=4)[0])
+    expected = _direct_psnr(ckpt, "reference", threshold=0.15, deterministic=True)
     assert rows[(0.15, "reference")]["psnr"] == pytest.approx(expected, abs=1e-9)
 
     from qdm_bench.report import load_rows, threshold_table
@@ -227,3 +239,23 @@ def test_cli_posterior_modes_are_the_samplers():
     assert res.exit_code != 0 and "paper and/or reference" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["ablate", "threshold", "--posterior", "reference"])
     assert res.exit_code != 0 and "--ckpt" in res.output
+
+
+def test_ensemble_scores_the_mean_of_consecutive_seeds(briefly_trained_ckpt):
+    """--ensemble 1,3: the 3-sample row scores the mean of the seed-0..2 samples and costs 3x per SR; the
+    deterministic sampler gets no ensemble (one result), and an ensemble of a deterministic cell is refused."""
+    from qdm_bench.cells import Cell, measure_cell
+
+    ckpt = str(briefly_trained_ckpt)
+    cells = q.quality_cells(ckpt, thresholds=[None], samplers=("stochastic", "deterministic"), ensembles=(1, 3),
+                            tile=0, device="cpu")
+    assert [(c.sampler, c.ensemble) for c in cells] == [("stochastic", 1), ("stochastic", 3), ("deterministic", 1)]
+    one, three = measure_cell(cells[0]), measure_cell(cells[1])
+    assert three["ensemble"] == 3 and three["macs_per_sr"] == 3 * one["macs_per_sr"] == 3 * 15 * one["macs"]
+    assert "mean of 3 stochastic samples (seeds 0..2)" in three["message"]
+    assert three["psnr"] == pytest.approx(_direct_psnr(ckpt, seeds=(0, 1, 2)), abs=1e-6)  # summation order
+    assert one["psnr"] == pytest.approx(_direct_psnr(ckpt, seeds=(0,)), abs=1e-9) != three["psnr"]
+    with pytest.raises(ValueError, match="averages stochastic samples"):
+        measure_cell(Cell(**{**cells[2].__dict__, "ensemble": 2}))
+    res = CliRunner().invoke(main, ["quality", "--ckpt", ckpt, "--ensemble", "0"])
+    assert res.exit_code != 0 and "positive integers" in res.output and "Traceback" not in res.output
