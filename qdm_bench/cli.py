@@ -866,7 +866,11 @@ def train(model, images, image_size, holdout, crop, scale, batch, steps, lr, see
             bar.update(step - bar.pos, f"loss {state['avg']:.4f}")
 
         last = run_training(cfg, out, resume=not no_resume, progress=progress)
-    click.echo(f"checkpoint: {last}")
+    from qdm_bench.train import read_checkpoint
+
+    ckpt = read_checkpoint(last)
+    click.echo(f"checkpoint: {last} ({ckpt['step']} steps trained in {ckpt['train_seconds']:.0f} s of wall time, "
+               f"{ckpt['train_threads']} threads)")
 
 
 from qdm_bench.cli_pgs import pgs_cmd  # noqa: E402 - registered after the group is defined

@@ -219,6 +219,9 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     floor, _ = score(bicubic, hr, crop=sf, metrics=("psnr", "ssim"))
     row = {m: v[0] for m, v in values.items()}
     row.update(bicubic_psnr=floor["psnr"][0], bicubic_ssim=floor["ssim"][0], ckpt=str(cell.ckpt))
+    if ckpt.get("train_seconds") is not None:
+        notes.append(f"checkpoint: {ckpt.get('step')} training steps in {ckpt['train_seconds']:.0f} s "
+                     f"({ckpt.get('train_threads')} threads)")
     if tile and "macs" in cell.metrics:  # cost of what ran: the tiles as one batch, on their own masks
         mask = res.model_mask.cpu() if cell.threshold is not None else None
         mc = count_macs(cell.model, (tile, tile), x.shape[0], mask=mask, **ckpt.get("overrides", {}))

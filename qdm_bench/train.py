@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -229,12 +230,13 @@ def wrap_prediction(model: torch.nn.Module, prediction: str, kappa: float | None
 
 
 def _save(path: Path, model, opt, cfg: TrainConfig, step: int, data: TrainData, diff_gen: torch.Generator,
-          losses: list[float]) -> None:
+          losses: list[float], seconds: float) -> None:
     ckpt = {
         "format": FORMAT, "model": cfg.model, "overrides": cfg.overrides, "config": dataclasses.asdict(cfg),
         "step": step, "state_dict": _bare(model).state_dict(), "optimizer": opt.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "data": data.generator.get_state(), "diffusion": diff_gen.get_state()},
         "held_out": [img.name for img in data.held_out], "losses": losses,
+        "train_seconds": seconds, "train_threads": torch.get_num_threads(),
     }
     tmp = path.with_suffix(".tmp")
     torch.save(ckpt, tmp)
@@ -280,7 +282,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     data = TrainData(cfg)
     diff_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    step, losses = 0, []
+    step, losses, seconds_before, t0 = 0, [], 0.0, time.perf_counter()
     if resume and last.exists():
         loaded, ckpt = load_checkpoint(last, cfg.model)
         old = _config_from(ckpt)
@@ -293,6 +295,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
         data.generator.set_state(ckpt["rng"]["data"])
         diff_gen.set_state(ckpt["rng"]["diffusion"])
         step, losses = int(ckpt["step"]), list(ckpt.get("losses", []))
+        seconds_before = float(ckpt.get("train_seconds", 0.0))
     diffusion = diffusion_for(info, cfg.kappa)
     model.train()
     if cfg.lr_schedule not in ("constant", "cosine"):
@@ -314,7 +317,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
         if progress:
             progress(step, value)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            _save(last, model, opt, cfg, step, data, diff_gen, losses)
+            _save(last, model, opt, cfg, step, data, diff_gen, losses, seconds_before + time.perf_counter() - t0)
     if not last.exists():
-        _save(last, model, opt, cfg, step, data, diff_gen, losses)
+        _save(last, model, opt, cfg, step, data, diff_gen, losses, seconds_before + time.perf_counter() - t0)
     return last

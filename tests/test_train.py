@@ -19,8 +19,10 @@ def _weights(path):
 def test_same_seed_same_weights_and_exact_resume(tmp_path):
     a = train(TrainConfig(steps=4, ckpt_every=4, **TINY), tmp_path / "a")
     b = train(TrainConfig(steps=4, ckpt_every=4, **TINY), tmp_path / "b")
-    train(TrainConfig(steps=2, ckpt_every=2, **TINY), tmp_path / "c")
+    first = torch.load(train(TrainConfig(steps=2, ckpt_every=2, **TINY), tmp_path / "c"), weights_only=False)
     c = train(TrainConfig(steps=4, ckpt_every=2, **TINY), tmp_path / "c")  # resumes from step 2
+    resumed = torch.load(c, weights_only=False)
+    assert 0 < first["train_seconds"] < resumed["train_seconds"]  # wall time accumulates over resumed runs
     wa, wb, wc = _weights(a), _weights(b), _weights(c)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert all(torch.equal(wa[k], wc[k]) for k in wa), "an interrupted run must end with the same weights"
