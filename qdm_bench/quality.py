@@ -214,8 +214,9 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     bicubic = ((F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False) + 1) / 2).clamp(0, 1)
     values, notes = score(sr, hr, crop=sf, metrics=metrics, device=cell.device)
     if cell.ensemble > 1:
-        notes.append(f"the mean of {cell.ensemble} stochastic samples (seeds {cell.seed}..{cell.seed + cell.ensemble - 1}"
-                     f"): {cell.ensemble}x the network evaluations of one")
+        last = cell.seed + cell.ensemble - 1
+        notes.append(f"the mean of {cell.ensemble} stochastic samples (seeds {cell.seed}..{last}): {cell.ensemble}x "
+                     "the network evaluations of one")
     floor, _ = score(bicubic, hr, crop=sf, metrics=("psnr", "ssim"))
     row = {m: v[0] for m, v in values.items()}
     row.update(bicubic_psnr=floor["psnr"][0], bicubic_ssim=floor["ssim"][0], ckpt=str(cell.ckpt))
@@ -286,6 +287,10 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
         keys = image_keys(data, limit=limit)
     if not keys:
         raise ValueError(f"no images selected from {data!r}; check --data")
+    from qdm_bench.registry import resolve
+
+    if not resolve(name).uses_mask:  # thresholds and posteriors are QDM's: other models run once, unmasked
+        thresholds = [None]
     cells = []
     for key in keys:
         for sampler in dict.fromkeys(samplers):

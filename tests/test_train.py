@@ -1,5 +1,6 @@
 """Training: deterministic with a seed, exact resume, checkpoints tied to their model, clear errors."""
 import dataclasses
+import json
 import math
 
 import torch
@@ -86,9 +87,12 @@ def test_other_designs_train_and_score_with_their_own_process(name, tmp_path):
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert ckpt["model"] == name and len(ckpt["losses"]) == 2 and all(math.isfinite(v) for v in ckpt["losses"])
     res = runner.invoke(main, ["quality", "--ckpt", str(tmp_path / "run" / "last.pt"), "--device", "cpu",
+                               "--thresholds", "full,0.15", "--posteriors", "paper,reference",
                                "-o", str(tmp_path / "q.jsonl")])
     assert res.exit_code == 0, res.output
     assert "PSNR-Y" in res.output
+    (row,) = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]  # masks are QDM's
+    assert row["threshold"] is None and row["posterior"] is None
 
 
 def test_kappa_and_residual_are_refused_for_other_processes(tmp_path):
