@@ -869,8 +869,9 @@ def train(model, images, image_size, holdout, crop, scale, batch, steps, lr, see
     from qdm_bench.train import read_checkpoint
 
     ckpt = read_checkpoint(last)
-    click.echo(f"checkpoint: {last} ({ckpt['step']} steps trained in {ckpt['train_seconds']:.0f} s of wall time, "
-               f"{ckpt['train_threads']} threads)")
+    seconds = ckpt.get("train_seconds")  # absent in checkpoints written before it was recorded
+    timing = "" if seconds is None else f" in {seconds:.0f} s of wall time, {ckpt.get('train_threads')} threads"
+    click.echo(f"checkpoint: {last} ({ckpt['step']} steps trained{timing})")
 
 
 from qdm_bench.cli_pgs import pgs_cmd  # noqa: E402 - registered after the group is defined

@@ -54,7 +54,8 @@ QUALITY = {"psnr": ("PSNR-Y (dB)", "{:.2f}"), "ssim": ("SSIM-Y", "{:.4f}"), "lpi
            "bicubic_psnr": ("bicubic PSNR-Y", "{:.2f}"), "bicubic_ssim": ("bicubic SSIM-Y", "{:.4f}")}
 EXTRA_KEYS = ("image", "image_size", "scale", "ablation", "sampler", "ensemble", "posterior",
               "tile")  # columns that identify a cell
-IMAGE_KEYS = ("image_size", "scale", "ablation", "sampler", "ensemble", "tile")  # sweep-block keys besides the model's settings
+IMAGE_KEYS = ("image_size", "scale", "ablation", "sampler", "ensemble",
+              "tile")  # sweep-block keys besides the model's settings
 CONFIG = ["model", "height", "width", "batch", "dtype", "device", "device_name", "compile", "window", "patch",
           "threshold", "density"]
 SHOWN = {"res": "res", "batch": "batch", "dtype": "dtype", "device_name": "device", "compile": "compile",
