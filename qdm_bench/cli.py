@@ -151,6 +151,12 @@ def measurement_options(default_res: str | None = "1024"):
     return deco
 
 
+tile_option = click.option(  # quality and ablate threshold --ckpt
+    "--tile", default="auto", show_default=True,
+    help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its position "
+         "embeddings have seen; 0: the whole image at once).")
+
+
 def execution_options(fn):
     """Options of every command that runs cells: device, results file, isolation, executor, timing budget."""
     opts = [
@@ -531,9 +537,7 @@ Examples:
                    "(Table 3 end to end).")
 @click.option("--speed", is_flag=True, help="Also measure latency of every cell (slow on CPU).")
 @click.option("--memory", is_flag=True, help="Also measure (or estimate) peak memory.")
-@click.option("--tile", default="auto", show_default=True,
-              help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its "
-                   "position embeddings have seen; 0: the whole image at once).")
+@tile_option
 @click.option("--posterior", type=click.Choice(POSTERIOR_MODES), default=None,
               help="With --ckpt: reverse step on inactive sites, 'paper' (Eq. 4, the default) or 'reference' (the "
                    "authors' code: the posterior mean everywhere).")
@@ -783,9 +787,7 @@ def _tile(text: str) -> int | str | None:
 @click.option("--ensemble", default="1", show_default=True,
               help="Comma-separated sample counts for the stochastic sampler: also score the mean of N samples (seeds "
                    "seed..seed+N-1; N times the cost), e.g. 1,8 to see how far one sample is from the posterior mean.")
-@click.option("--tile", default="auto", show_default=True,
-              help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its "
-                   "position embeddings have seen; 0: the whole image at once).")
+@tile_option
 @execution_options
 def quality(model, ckpt, data, limit, image_size, scale, thresholds, seed, samplers, posteriors, ensemble, tile,
             **ex) -> None:

@@ -259,15 +259,20 @@ class QuadtreeEstimator(DifficultyEstimator):
         return f"quadtree(s={self.threshold:g}, block={self.block}, {self.mode})"
 
 
+def _positive_scale(scale: Any, what: str) -> float:
+    """An estimator's normalising scale, checked: a finite number > 0."""
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{what} scale must be a number > 0, got {scale!r}")
+    return float(scale)
+
+
 class GradientEstimator(DifficultyEstimator):
     """Gradient energy of the bicubic-upsampled LR: D = 1 - min(g / scale, 1), g = patch RMS gradient magnitude."""
 
     name = "gradient"
 
     def __init__(self, scale: float = 0.25):
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"gradient scale must be a number > 0, got {scale!r}")
-        self.scale = float(scale)
+        self.scale = _positive_scale(scale, "gradient")
         self.assumptions = (f"gradient estimator: D = 1 - min(g / {self.scale:g}, 1), g = RMS forward-difference "
                             "gradient magnitude per HR pixel of bicubic(lq) in [-1, 1] units " + ASSUMED,)
 
@@ -290,9 +295,7 @@ class ResidualEstimator(DifficultyEstimator):
     needs_coarse = True
 
     def __init__(self, scale: float = 0.1):
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"residual scale must be a number > 0, got {scale!r}")
-        self.scale = float(scale)
+        self.scale = _positive_scale(scale, "residual")
         self.assumptions = (f"residual estimator: D = 1 - min(mean|coarse - bicubic| / {self.scale:g}, 1) per patch "
                             "in [-1, 1] units " + ASSUMED,)
 
