@@ -515,6 +515,7 @@ Examples:
   qdm-bench ablate threshold                                  # QDM-L, built-in images, default thresholds
   qdm-bench ablate threshold -m qdm-s --images ct --scale 8 --thresholds 0,0.15,0.9
   qdm-bench ablate threshold --images ./my_slices --speed --res 64
+  qdm-bench ablate threshold -m qdm-t --images ct --image-size 256 --ckpt runs/qdm-t/last.pt --posterior reference
 """
 
 
@@ -739,6 +740,7 @@ EPILOG_QUALITY = """\b
 Examples:
   qdm-bench quality --ckpt runs/qdm-t/last.pt                       # the checkpoint's held-out images, full mask
   qdm-bench quality --ckpt runs/qdm-t/last.pt --thresholds full,0.15 # QDM full mask vs threshold 0.15
+  qdm-bench quality --ckpt runs/qdm-t/last.pt --thresholds full,0.15 --posteriors paper,reference --ensemble 1,8
   qdm-bench quality -m qdm-t --ckpt runs/qdm-t/last.pt --data phantoms --limit 3
 Scores: PSNR/SSIM on BT.601 Y and RGB PSNR (border crop = scale), LPIPS/CLIPIQA/MUSIQ when pyiqa and their weights
 are available (else "not available: place FILE in DIR"). Bicubic upsampling is always scored as the floor.
