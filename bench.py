@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from qdm.quadtree import random_window_mask
-from qdm_bench.macs import count_macs
-from qdm_bench.params import count_parameters
+from qdm_bench.measure.macs import count_macs
+from qdm_bench.measure.params import count_parameters
 from qdm_bench.registry import create_model, example_inputs
 
-torch.set_num_threads(1)  # measurement.md §4.2: one thread on shared 2-core machines
+torch.set_num_threads(1)  # docs/measurement.md §4.2: one thread on shared 2-core machines
 
 CELLS = [  # (model, resolution, window density or None for the model's dense / mask-free path)
     ("qdm-t", 64, None),

@@ -1,2 +1,1 @@
-"""Baseline denoisers compared against QDM; importing this package registers them."""
-from baselines import bi_diffsr, dit, dualdomain, swin_unet, unet  # noqa: F401
+"""Baseline denoisers and efficient designs compared against QDM (stand-alone: no harness imports)."""

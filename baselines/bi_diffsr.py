@@ -1,7 +1,6 @@
-"""BI-DiffSR (Chen et al., NeurIPS 2024): a binarised conditional DDPM U-Net for SR, and its DDPM/DDIM diffusion.
+"""BI-DiffSR (Chen et al., NeurIPS 2024): the binarised conditional DDPM U-Net for SR (diffusion: bi_diffsr_ddpm).
 
-Spec: shared/spec/seed-systems.md §4 (architecture §4.3, cost §4.4, adapter §4.7) and §1.1 (adapter interface).
-Written from the spec; no upstream code is used.
+Spec: docs/seed-systems.md §4 (architecture §4.3, cost §4.4, adapter §4.7), §1.1; no upstream code is used.
 
 * :class:`BIDiffSRUNet` — the network of §4.3.  ``model(x_t, t, lq, mask=None)`` → ε (the mask is ignored): ``lq`` is
   the LR image in qdm-bench's [-1, 1] (at LR size, or already at x_t's size).  The adapter bicubic-upsamples it to x_t's
@@ -10,8 +9,6 @@ Written from the spec; no upstream code is used.
   ((lq + 1) / 2), reflect-pads condition and x_t (right/bottom) to a multiple of 8, runs the U-Net on
   concat(condition, x_t) (condition first) and crops.  x_t lives in the native [0, 1]-data DDPM space; ``t`` is a (B,)
   integer DDPM timestep in [0, 2000) and must be the same for the whole batch (the TaR/TaA group comes from it).
-* :class:`BIDiffSRDiffusion` — T = 2000, linear β from 1e-6 to 1e-2, ε-prediction; L1 training with one timestep per
-  minibatch; DDIM (η = 0, "leading" spacing, clipped x̂₀) sampling with 50 steps.
 
 Binarisation is *simulated*: ±1 activations and ±α weights run through floating-point conv kernels, so measured latency
 and memory are those of the 51.3 M-parameter FP network.  :meth:`BIDiffSRUNet.cost_extras` gives the binary-network
@@ -21,9 +18,10 @@ Options (factory keywords): ``binary_mode`` "simulated" | "fp" (no sign on activ
 counterpart with identical parameters and MACs), ``K`` timestep groups, ``tar`` / ``taa`` (off = one group for that
 component, i.e. a plain learnable shift / RPReLU, as in the paper's TaR/TaA ablation), ``fusion`` "cs" | "concat" |
 "split", ``fp_res`` (decoder resolutions, at ``image_size``, that are full precision; ``()`` binarises every decoder
-level).  The "concat" and "split" fusions are the paper's ablation variants; their exact upstream form is not in the
-spec, so they are [assumed]: concat = one 1×1 BI-Conv 2c → c whose full-precision shortcut is the sum of the two
-halves (FP: one 1×1 conv 2c → c with bias); split = BI-Conv(decoder half) + BI-Conv(skip half) (FP: two 1×1 convs).
+level).  The "concat" and "split" fusions are the paper's ablation variants; their exact upstream form is not
+specified (docs/seed-systems.md §4.3), so they are [assumed]: concat = one 1×1 BI-Conv 2c → c whose
+full-precision shortcut is the sum of the two halves (FP: one 1×1 conv 2c → c with bias); split = BI-Conv(decoder
+half) + BI-Conv(skip half) (FP: two 1×1 convs).
 """
 from __future__ import annotations
 
@@ -35,18 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qdm.diffusion import SampleResult, check_sr_input, resolve_generator
-from qdm_bench.registry import ModelError, register_model
-
 __all__ = [
     "ApproxSign", "binarize_weight", "BinaryWeight", "BinaryConv2d", "frozen_binary_weights", "BIConv", "ResBlock",
     "CPDown", "CPUp", "Fusion", "SelfAttention", "timestep_embedding", "timestep_group", "BIDiffSRUNet",
-    "BIDiffSRDiffusion", "ddim_timesteps", "BI_DIFFSR_CFG", "bi_diffsr", "bi_diffsr_fp", "T_MAX",
+    "BI_DIFFSR_CFG", "bi_diffsr", "bi_diffsr_fp", "T_MAX",
 ]
 
 T_MAX = 2000  # DDPM training steps; TaR/TaA groups partition [0, T_MAX)
 BINARY_MODES = ("simulated", "fp")
 FUSIONS = ("cs", "concat", "split")
+SIMULATED_NOTE = ("binary network simulated in floating point: measured latency and memory are those of the float "
+                  "network; BOPs/OPs (fp MACs + BOPs/64) and deployed params are analytic")
 
 
 # ----------------------------------------------------------------------------------------------------- binarisation
@@ -300,7 +297,7 @@ def _at_level(module: nn.Module, level: int) -> nn.Module:
 
 # ----------------------------------------------------------------------------------------------------- the U-Net
 class BIDiffSRUNet(nn.Module):
-    """BI-DiffSR U-Net (spec §4.3) with the qdm-bench adapter: ``model(x_t, t, lq, mask=None)`` → ε."""
+    """BI-DiffSR U-Net (docs/seed-systems.md §4.3) with the qdm-bench adapter: ``model(x_t, t, lq, mask=None)`` → ε."""
 
     space = "pixel"
     pred_type = "eps"
@@ -405,20 +402,18 @@ class BIDiffSRUNet(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """ε prediction (B, 3, H, W) for x_t (B, 3, H, W) in the [0, 1]-data DDPM space, DDPM timesteps t (B,), and the
-        LR image lq in [-1, 1] (LR or HR size); ``mask`` is ignored.  Raises ModelError for a mixed-t batch."""
+        LR image lq in [-1, 1] (LR or HR size); ``mask`` is ignored.  Raises ValueError for a mixed-t batch."""
         b, _, height, width = x_t.shape
         t = t.reshape(-1)
         t = t.expand(b) if t.numel() == 1 else t
         if t.numel() != b:
-            raise ModelError(f"bi-diffsr got {t.numel()} timesteps for a batch of {b}; pass t of shape ({b},)")
+            raise ValueError(f"bi-diffsr got {t.numel()} timesteps for a batch of {b}; pass t of shape ({b},)")
         if not t.is_meta and b > 1 and bool((t != t[:1]).any()):
-            raise ModelError(
-                f"bi-diffsr needs one timestep for the whole batch (its TaR/TaA group comes from t[0]), got t = "
-                f"{t.tolist()}; call the model once per distinct t"
-            )
+            raise ValueError(f"bi-diffsr needs one timestep for the whole batch (its TaR/TaA group comes from t[0]), "
+                             f"got t = {t.tolist()}; call the model once per distinct t")
         if lq.shape[-2:] != x_t.shape[-2:]:
             if lq.shape[-2] > height or lq.shape[-1] > width:
-                raise ModelError(f"bi-diffsr: lq {tuple(lq.shape)} is larger than x_t {tuple(x_t.shape)}; pass the "
+                raise ValueError(f"bi-diffsr: lq {tuple(lq.shape)} is larger than x_t {tuple(x_t.shape)}; pass the "
                                  "LR image or its bicubic upsampling to x_t's size")
             lq = F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False)
         dtype = self.stem.weight.dtype
@@ -449,16 +444,17 @@ class BIDiffSRUNet(nn.Module):
                     m.frozen_weight = binarize_weight(m.weight)
 
     def cost_extras(self, height: int, width: int, batch: int = 1) -> dict[str, float | int]:
-        """Binary-network accounting of one evaluation at output size H×W (spec §4.4), computed analytically.
+        """Binary-network accounting of one evaluation at output size H×W (docs/seed-systems.md §4.4), computed analytically.
 
         The network runs at H, W rounded up to multiples of 8 (the adapter's padding).  ``bops``: MACs of the
         binarised convs (binary operations); ``fp_macs``: FP convs (incl. attention qkv/out) + attention matmuls
         + linears; ``macs_simulated`` = bops + fp_macs (what a float MAC counter sees); ``ops`` = fp_macs + bops/64;
         ``params_deploy`` = binary_params/32 + fp_params (a float).  In ``binary_mode="fp"`` nothing is binarised.
+        ``notes``: what a measurement row should say about these numbers (binarised networks only).
         """
         m = self.input_multiple
         hp, wp = -(-height // m) * m, -(-width // m) * m
-        bops = fp_conv = attn_conv = 0
+        bops = fp_conv = attn_conv = attention = 0
         for mod in self.modules():
             if isinstance(mod, nn.Conv2d):
                 macs = mod.weight.numel() * (hp >> mod.level) * (wp >> mod.level)
@@ -467,14 +463,10 @@ class BIDiffSRUNet(nn.Module):
                 else:
                     fp_conv += macs
             if isinstance(mod, SelfAttention):
-                attn_conv += (mod.qkv.weight.numel() + mod.out.weight.numel()) * (hp >> mod.qkv.level) \
-                    * (wp >> mod.qkv.level)
-        linear = sum(mod.weight.numel() for mod in self.modules() if isinstance(mod, nn.Linear))
-        attention = 0
-        for mod in self.modules():
-            if isinstance(mod, SelfAttention):
                 n = (hp >> mod.qkv.level) * (wp >> mod.qkv.level)
+                attn_conv += (mod.qkv.weight.numel() + mod.out.weight.numel()) * n
                 attention += 2 * n * n * mod.out.weight.shape[0]  # QKᵀ and AV
+        linear = sum(mod.weight.numel() for mod in self.modules() if isinstance(mod, nn.Linear))
         bops, fp_conv, attn_conv, linear, attention = (v * batch for v in (bops, fp_conv, attn_conv, linear,
                                                                             attention))
         fp_macs = fp_conv + attention + linear
@@ -484,11 +476,10 @@ class BIDiffSRUNet(nn.Module):
             "attention_macs": attention, "linear_macs": linear, "macs_simulated": bops + fp_macs,
             "ops": fp_macs + bops / 64, **params,
             "params_deploy": params["binary_params"] / 32 + params["fp_params"],
+            "notes": [SIMULATED_NOTE] if bops else [],
         }
 
-    def cost(self, height: int, width: int, batch: int = 1) -> dict[str, float | int]:
-        """Alias of :meth:`cost_extras` (the spec §1.1 name)."""
-        return self.cost_extras(height, width, batch)
+    cost = cost_extras  # the docs/seed-systems.md §1.1 name
 
 
 BI_DIFFSR_CFG = dict(
@@ -496,153 +487,13 @@ BI_DIFFSR_CFG = dict(
     norm_groups=16, dropout=0.2, image_size=256, fp_res=(256, 128), total_step=T_MAX, K=5, tar=True, taa=True,
     fusion="cs", binary_mode="simulated",
 )
-_INFO = dict(family="bi-diffsr", space="pixel", multiple=8, uses_mask=False, num_steps=50, diffusion="bi-diffsr",
-             t_max=T_MAX, uniform_t=True)
 
 
-@register_model("bi-diffsr", default_cfg=BI_DIFFSR_CFG, **_INFO)
 def bi_diffsr(**kwargs) -> BIDiffSRUNet:
     """BI-DiffSR binarised U-Net (1-bit convs, TaR/TaA, K = 5); 4,575,043 deployed / 51,280,387 FP-equivalent params."""
-    return BIDiffSRUNet(**kwargs)
+    return BIDiffSRUNet(**{**BI_DIFFSR_CFG, **kwargs})
 
 
-@register_model("bi-diffsr-fp", default_cfg={**BI_DIFFSR_CFG, "binary_mode": "fp"}, **_INFO)
 def bi_diffsr_fp(**kwargs) -> BIDiffSRUNet:
     """BI-DiffSR's full-precision counterpart: the same network without binarisation (51,280,387 FP parameters)."""
-    return BIDiffSRUNet(**kwargs)
-
-
-# ----------------------------------------------------------------------------------------------------- diffusion
-def ddim_timesteps(steps: int, total_step: int = T_MAX) -> list[int]:
-    """diffusers' "leading" DDIM spacing (steps_offset 0): (steps−1)·r, …, r, 0 with r = total_step // steps."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= total_step:
-        raise ValueError(f"steps must be an integer in [1, {total_step}], got {steps!r}")
-    ratio = total_step // steps
-    return [i * ratio for i in reversed(range(steps))]
-
-
-def _randn(shape: Sequence[int], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """N(0, I) drawn on the generator's device (so a CPU generator works for CUDA data), then moved to ``like``."""
-    device = generator.device if generator is not None else like.device
-    return torch.randn(tuple(shape), generator=generator, device=device, dtype=like.dtype).to(like.device)
-
-
-class BIDiffSRDiffusion:
-    """BI-DiffSR's diffusion (spec §4.2): DDPM training (T = 2000, linear β 1e-6 … 1e-2, ε-prediction, L1, one
-    timestep per minibatch) and DDIM sampling (η = 0, "leading" spacing, x̂₀ clipped, final ᾱ = 1), as configured
-    upstream through diffusers' DDPMScheduler / DDIMScheduler defaults.
-
-    Data convention: qdm-bench passes images in [-1, 1]; the network's native range is [0, 1], so x₀ ↦ (x₀ + 1)/2 for
-    training and the sample is mapped back with 2x − 1.  ``clip_range`` is the x̂₀ clamp of the DDIM step in the
-    native space: diffusers' default ``clip_sample_range = 1.0`` gives (-1, 1), which is what the upstream ran
-    (it builds ``DDIMScheduler`` with default options); ``(0, 1)`` clamps to the data range instead.  The schedule is
-    computed in float64 (diffusers: float32).
-    """
-
-    data_range = (0.0, 1.0)  # the network's native image range
-
-    def __init__(self, total_step: int = T_MAX, beta_start: float = 1e-6, beta_end: float = 1e-2, steps: int = 50,
-                 clip_range: tuple[float, float] | None = (-1.0, 1.0)):
-        ddim_timesteps(steps, total_step)  # validates
-        self.total_step, self.steps, self.clip_range = int(total_step), int(steps), clip_range
-        self.betas = torch.linspace(beta_start, beta_end, total_step, dtype=torch.float64)
-        self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
-
-    @property
-    def num_steps(self) -> int:
-        """Network evaluations of one super-resolution (DDIM steps)."""
-        return self.steps
-
-    def __repr__(self) -> str:
-        return f"BIDiffSRDiffusion(total_step={self.total_step}, steps={self.steps}, clip_range={self.clip_range})"
-
-    def _abar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
-        """ᾱ_t as a (B, 1, 1, 1) tensor in ``like``'s dtype and device; t < 0 gives ᾱ = 1 (diffusers' final step)."""
-        t = torch.as_tensor(t, dtype=torch.long).reshape(-1).cpu()
-        ab = torch.where(t >= 0, self.alphas_cumprod[t.clamp_min(0)], torch.ones((), dtype=torch.float64))
-        return ab.to(device=like.device, dtype=like.dtype).reshape(-1, 1, 1, 1)
-
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """√ᾱ_t·x₀ + √(1 − ᾱ_t)·ε (x₀ in the native [0, 1] range)."""
-        ab = self._abar(t, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-
-    def training_loss(self, model, x0: torch.Tensor, y0: torch.Tensor, lq: torch.Tensor,
-                      mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                      t: torch.Tensor | int | None = None, noise: torch.Tensor | None = None,
-                      **ignored) -> dict[str, torch.Tensor]:
-        """L1 between ε and model(x_t, t, lq) with ONE timestep t ~ U{0 … T−1} for the whole minibatch.
-
-        x0 (HR) and lq (LR condition) are in [-1, 1]; y0 and mask are unused (the model builds its own condition).
-        t and ε are drawn from ``generator`` unless given.  Returns {"loss", "l1", "t"}.
-        """
-        b = x0.shape[0]
-        if t is None:
-            device = generator.device if generator is not None else x0.device
-            t = torch.randint(0, self.total_step, (1,), generator=generator, device=device)
-        t = torch.as_tensor(t, dtype=torch.long).reshape(-1)
-        if t.numel() != 1 or not 0 <= int(t) < self.total_step:
-            raise ValueError(f"t must be one timestep in [0, {self.total_step}), got {t.tolist()}")
-        t = t.to(x0.device).expand(b)
-        x0n = (x0 + 1) / 2
-        if noise is None:
-            noise = _randn(x0.shape, x0, generator)
-        eps = model(self.q_sample(x0n, t, noise), t, lq, mask=None)
-        l1 = (eps - noise).abs().mean()
-        return {"loss": l1, "l1": l1, "t": t[:1]}
-
-    def ddim_step(self, x: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One DDIM (η = 0) step x_t → x_{t_prev}: x̂₀ = (x − √(1−ᾱ_t)ε)/√ᾱ_t, clipped; returns (x_prev, x̂₀)."""
-        ab, ab_prev = self._abar(t, x), self._abar(t_prev, x)
-        x0_hat = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-        if self.clip_range is not None:
-            x0_hat = x0_hat.clamp(*self.clip_range)
-        return ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps, x0_hat
-
-    def sample(self, model, lq: torch.Tensor, sf: int = 4, threshold: float | None = None, seed: int | None = None,
-               generator: torch.Generator | None = None, steps: int | None = None, progress: bool = False,
-               clamp: bool = True, return_trajectory: bool = False, **ignored) -> SampleResult:
-        """DDIM super-resolution of ``lq`` (B, C, h, w) in [-1, 1] by ``sf``; ``.sr`` is in [-1, 1].
-
-        x_T ~ N(0, I) at HR size from ``generator`` (or a new one seeded with ``seed`` on lq's device), then for t in
-        the leading spacing (1960, 1920, …, 0 for 50 steps): ε = model(x_t, t, y0, mask=None) with y0 = bicubic(lq)
-        (the model maps it to [0, 1]), one DDIM step.  ``threshold`` is accepted for interface compatibility and
-        ignored (no mask); the mask fields of the result are all ones, densities 1.  ``trajectory`` (if asked) holds
-        the native [0, 1]-space states x_T … x_0, ``predictions`` the clipped x̂₀ mapped to [-1, 1].  The binarised
-        weights are computed once for the whole run (:func:`frozen_binary_weights`).  The caller is responsible for
-        ``torch.no_grad()`` and ``model.eval()``.
-        """
-        check_sr_input(lq, sf)
-        generator = resolve_generator(seed, generator, lq.device)
-        ts = ddim_timesteps(self.steps if steps is None else steps, self.total_step)
-        ratio = self.total_step // len(ts)
-        b, c, h, w = lq.shape
-        size = (h * sf, w * sf)
-        y0 = F.interpolate(lq, size=size, mode="bicubic", align_corners=False) if sf != 1 else lq.clone()
-        x = _randn((b, c, *size), lq, generator)
-        trajectory = [x] if return_trajectory else None
-        predictions: list[torch.Tensor] | None = [] if return_trajectory else None
-        it = ts
-        if progress:
-            try:
-                from tqdm.auto import tqdm
-
-                it = tqdm(ts, desc="sampling")
-            except ImportError:  # pragma: no cover - tqdm is optional
-                pass
-        frozen = frozen_binary_weights(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
-        with frozen:
-            for t in it:
-                eps = model(x, torch.full((b,), t, dtype=torch.long, device=lq.device), y0, mask=None)
-                x, x0_hat = self.ddim_step(x, eps.to(x.dtype), t, t - ratio)
-                if return_trajectory:
-                    predictions.append(2 * x0_hat - 1)
-                    trajectory.append(x)
-        sr = 2 * x - 1
-        sr = sr.clamp(-1, 1) if clamp else sr
-        ones = torch.ones(b, dtype=lq.dtype, device=lq.device)
-        return SampleResult(
-            sr=sr, y0=y0, diffusion_mask=torch.ones(b, 1, *size, dtype=lq.dtype, device=lq.device),
-            model_mask=torch.ones(b, *size, dtype=lq.dtype, device=lq.device), density=ones, diffusion_density=ones,
-            trajectory=trajectory, predictions=predictions,
-        )
+    return BIDiffSRUNet(**{**BI_DIFFSR_CFG, "binary_mode": "fp", **kwargs})

@@ -5,9 +5,9 @@
 * :class:`DiTClassCond` — the official class-conditional form (4-channel latent, label embedding with a CFG "null"
   row, learn_sigma), used only to check parameters and MACs against the DiT paper.
 
-Sizes S/B/L/XL (depth 12/12/24/28, hidden 384/768/1024/1152, heads 6/12/16/16) × patch 2/4/8 are registered as
-``dit-{s,b,l,xl}/{2,4,8}``.  Sin-cos positional tables are computed for the actual token grid, so any H, W that are
-multiples of the patch work, square or not.
+Sizes S/B/L/XL (depth 12/12/24/28, hidden 384/768/1024/1152, heads 6/12/16/16) × any patch: :func:`dit`.  Sin-cos
+positional tables are computed for the actual token grid, so any H, W that are multiples of the patch work, square
+or not.
 """
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import torch
 from torch import nn
 
 from qdm.layers import DiTStream, condition_on_lq, init_dit_weights
-from qdm_bench.registry import register_model
 
-__all__ = ["DiT", "DiTClassCond", "DIT_SIZES"]
+__all__ = ["DiT", "DiTClassCond", "DIT_SIZES", "dit"]
 
 DIT_SIZES = {"s": (12, 384, 6), "b": (12, 768, 12), "l": (24, 1024, 16), "xl": (28, 1152, 16)}
 
@@ -70,20 +69,9 @@ class DiTClassCond(DiTStream):
         return (height // self.patch) * (width // self.patch) * self.dim
 
 
-def _register(size: str, patch: int) -> None:
+def dit(size: str = "s", patch: int = 8, **kwargs) -> DiT:
+    """LR-conditioned DiT of a size in :data:`DIT_SIZES` (S/B/L/XL) and a patch; keywords override the size's."""
+    if size not in DIT_SIZES:
+        raise ValueError(f"unknown DiT size {size!r}; use one of {', '.join(DIT_SIZES)}")
     depth, dim, heads = DIT_SIZES[size]
-
-    def factory(**kwargs) -> DiT:
-        cfg = dict(depth=depth, dim=dim, heads=heads, patch=patch)
-        cfg.update(kwargs)
-        return DiT(**cfg)
-
-    factory.__name__ = f"dit_{size}_{patch}"
-    factory.__doc__ = f"DiT-{size.upper()}/{patch}: {depth} blocks, hidden {dim}, {heads} heads, LR-conditioned."
-    register_model(f"dit-{size}/{patch}", family="dit", space="latent", multiple=patch, uses_mask=False,
-                   default_cfg=dict(patch=patch, learn_sigma=False))(factory)
-
-
-for _size in DIT_SIZES:
-    for _patch in (2, 4, 8):
-        _register(_size, _patch)
+    return DiT(**{"depth": depth, "dim": dim, "heads": heads, "patch": patch, **kwargs})

@@ -1,17 +1,17 @@
 """Dual-domain ResShift (`dualdomain-resshift`): a spatial + DCT + DWT U-Net in a residual-shifting chain.
 
-Spec: shared/spec/seed-systems.md §2 (a clean-room re-build from the specification; no upstream code is used).
+Spec: docs/seed-systems.md §2 (a clean-room re-build from the specification; no upstream code is used).
 
 * :class:`DualDomainUNet` — the §2.3 network (1,387,075 parameters), wrapped as a qdm-bench adapter
   ``model(x_t, t, lq, mask=None)`` that returns the residual x̂₀ − y₀ (pred_type ``x0_residual``).
 * :class:`DualDomainDiffusion` — the §2.4 process: η schedule (η₁ = 0.008, η_T = 0.999, p = 0.3, T = 15), the
   multiscale pixel + DCT loss and the project's reverse step, with ``posterior="resshift"`` as the exact alternative.
 
-Adapter conventions (spec §1.1, §2.7):
+Adapter conventions (docs/seed-systems.md §1.1, §2.7):
 
 * ``lq`` is the LR image in [-1, 1] (qdm-bench's range) at LR size, or already at x_t's size.  y₀ is its bicubic
   upsampling to x_t's size with ``F.interpolate(mode="bicubic", align_corners=False)``, not clamped, exactly as
-  :mod:`qdm_bench.train` and the samplers build it.  The upstream used PIL bicubic on 8-bit images, whose output is
+  the training data and the samplers build it.  The upstream used PIL bicubic on 8-bit images, whose output is
   also rounded and clipped to the range; that small difference is accepted.
 * ``t`` holds qdm-bench step indices i ∈ [0, 15); the network embeds the upstream's float index t = i + 1 (1 … 15).
 * ``mask`` is ignored: the model has no sparse path.
@@ -26,7 +26,7 @@ Transforms (both branches verified against scipy.fft.dctn(norm="ortho") and pywt
   differentiable wavelet library; it filters with strided (transposed) convolutions, which FlopCounterMode counts:
   4 MACs per element each way, 8·C·H·W per block (``dwt_macs``).  ``dwt_impl="polyphase"``: the same transform as
   sums and differences of the 2×2 polyphase components (exact for the even sizes the model requires), which counts
-  0 MACs — with it, :func:`qdm_bench.macs.count_macs` gives exactly the spec's conv + linear figure (38.84 GMAC at
+  0 MACs — with it, a MAC counter (torch's FlopCounterMode) gives exactly the specified conv + linear figure (38.84 GMAC at
   256², ``layer_macs``).
 """
 from __future__ import annotations
@@ -41,10 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qdm.diffusion import (
-    EtaSchedule, ResShiftDiffusion, SampleResult, check_sr_input, eta_schedule, resolve_generator,
-)
-from qdm_bench.registry import ModelError, register_model
+from qdm.diffusion import EtaSchedule, ResShiftDiffusion, eta_schedule
+from qdm.sampling import SampleResult, bicubic_y0, check_sr_input, mask_free_result, resolve_generator, run_chain
 
 __all__ = [
     "dct2", "idct2", "dwt_haar", "idwt_haar", "fourier_features", "amplitude_map", "time_embedding", "DCTBranch",
@@ -63,7 +61,7 @@ def _require(module: str, impl: str):
         return importlib.import_module(module)
     except ImportError:  # pragma: no cover - both are installed in the project's environment
         pkg, alt = {"torch_dct": ("torch-dct", "dct_impl='matrix'"), "ptwt": ("ptwt", "dwt_impl='polyphase'")}[module]
-        raise ModelError(f"{impl} needs the {pkg} package (pip install {pkg}) or use {alt}") from None
+        raise ImportError(f"{impl} needs the {pkg} package (pip install {pkg}) or use {alt}") from None
 
 
 # ----------------------------------------------------------------------------------------------------- transforms
@@ -233,10 +231,10 @@ class DualDomainUNet(nn.Module):
         self.outc = nn.Conv2d(2 * c, 3, 1)
 
     def check_resolution(self, height: int, width: int) -> None:
-        """Raise ModelError (a ValueError) unless H and W are positive multiples of 8."""
+        """Raise ValueError unless H and W are positive multiples of 8."""
         m = self.input_multiple
         if height <= 0 or width <= 0 or height % m or width % m:
-            raise ModelError(f"dualdomain-resshift needs H and W to be positive multiples of {m}, got {height}x{width}")
+            raise ValueError(f"dualdomain-resshift needs H and W to be positive multiples of {m}, got {height}x{width}")
 
     def condition(self, lq: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(y₀, aug(y₀)): y₀ = bicubic(lq) at (H, W); aug = [y₀ (3), Fourier encoding (24), amplitude map (1)]."""
@@ -270,12 +268,13 @@ class DualDomainUNet(nn.Module):
     def cost_extras(self, height: int, width: int, batch: int = 1) -> dict[str, Any]:
         """Analytic costs next to the counted MACs: layers (conv + linear), dense DCT, ptwt's Haar filter convs.
 
-        * ``layer_macs``: the network's own convolutions and linears (spec: 38.84 GMAC at 256²);
+        * ``layer_macs``: the network's own convolutions and linears (docs/seed-systems.md §2.3: 38.84 GMAC at 256²);
         * ``dct_macs_dense``: 2·Σ_blocks C·H_l·W_l·(H_l + W_l) — the DCT and inverse as dense matrix products;
-          ``dct_macs_counted`` is what :func:`qdm_bench.macs.count_macs` includes for the DCT (0 for "fft");
+          ``dct_macs_counted`` is what a FlopCounterMode count includes for the DCT (0 for "fft");
         * ``dwt_macs``: 8·Σ_blocks C·H_l·W_l — the Haar analysis + synthesis as ptwt's strided convs;
           ``dwt_macs_counted`` is what count_macs includes (0 for "polyphase");
-        * so count_macs(...).macs = layer_macs + dct_macs_counted + dwt_macs_counted.
+        * so count_macs(...).macs = layer_macs + dct_macs_counted + dwt_macs_counted;
+        * ``notes``: what a measurement row should say (the FFT DCT's dense-equivalent MACs).
         """
         self.check_resolution(height, width)
         c, n = self.channels, height * width
@@ -300,6 +299,8 @@ class DualDomainUNet(nn.Module):
             "dwt_macs_counted": batch * dwt if self.dwt_impl == "ptwt" else 0,
             "dwt_impl": ("ptwt wavedec2/waverec2 (strided convs)" if self.dwt_impl == "ptwt" else
                          "polyphase sums and differences") if self.use_dwt else "off",
+            "notes": [f"DCT via torch-dct dct_2d/idct_2d (FFT) is not in MACs; as dense matrix products it would add "
+                      f"{batch * dct_dense / 1e9:,.2f} GMACs"] if dct_dense and self.dct_impl == "fft" else [],
         }
 
 
@@ -307,11 +308,9 @@ DUALDOMAIN_CFG = dict(channels=64, time_dim=128, time_hidden=512, num_freqs=6, a
                       dct_impl="fft", dwt_impl="ptwt")
 
 
-@register_model("dualdomain-resshift", family="dualdomain", space="pixel", multiple=8, uses_mask=False, num_steps=15,
-                diffusion="dualdomain", default_cfg=DUALDOMAIN_CFG)
 def dualdomain_resshift(**kwargs) -> DualDomainUNet:
     """Dual-domain (spatial + DCT + DWT) ResShift U-Net, predicts x0 - y0 (1,387,075 parameters)."""
-    return DualDomainUNet(**kwargs)
+    return DualDomainUNet(**{**DUALDOMAIN_CFG, **kwargs})
 
 
 # ----------------------------------------------------------------------------------------------------- diffusion
@@ -380,7 +379,7 @@ class DualDomainDiffusion:
         """Σ_s (1/s)/Σ(1/s)·[L1(pixels) + freq_weight·L1(orthonormal 2-D DCT)] on bilinear ↓s, both sides in [0, 1].
 
         ↓s is ``F.interpolate(size=(H//s, W//s), mode="bilinear", align_corners=False)`` without antialiasing
-        [assumed: the spec says only "bilinear"].
+        [assumed: docs/seed-systems.md §2.4 says only "bilinear"].
         """
         pred, target = (x0_hat + 1) / 2, (x0 + 1) / 2
         norm = sum(1.0 / s for s in self.scales)
@@ -434,7 +433,7 @@ class DualDomainDiffusion:
 
         y₀ = bicubic(lq, ×sf); x_T = y₀ + κ·√η_T·ε; for i = T−1 … 0: x̂₀ = clip(y₀ + model(x, i, lq), −1, 1),
         x ← :meth:`p_step` (``posterior``).  κ is ``kappa`` or ``kappa_sample``.  ``deterministic``: x_T = y₀ and
-        no noise in the steps either (the spec states only the noise-free start [inferred]).  ``threshold`` is
+        no noise in the steps either (docs/seed-systems.md §2.4 states only the noise-free start [inferred]).  ``threshold`` is
         ignored (no mask: the mask fields are all ones, densities 1).  Randomness comes only from ``generator`` (or
         one seeded with ``seed``).  The caller is responsible for ``torch.no_grad()`` and ``model.eval()``.
         """
@@ -442,33 +441,17 @@ class DualDomainDiffusion:
         if posterior not in POSTERIORS:
             raise ValueError(f"posterior must be one of {POSTERIORS}, got {posterior!r}")
         generator = resolve_generator(seed, generator, lq.device)
-        b, _, h, w = lq.shape
-        size = (h * sf, w * sf)
-        y0 = F.interpolate(lq, size=size, mode="bicubic", align_corners=False) if sf != 1 else lq.clone()
+        b = lq.shape[0]
+        y0 = bicubic_y0(lq, sf)
         process = self.sampler_process(kappa)
         zero = torch.zeros_like(y0)
-        x = y0.clone() if deterministic else process.prior_sample(y0, generator=generator)
-        trajectory = [x] if return_trajectory else None
-        predictions: list[torch.Tensor] | None = [] if return_trajectory else None
-        steps = range(self.num_steps - 1, -1, -1)
-        if progress:
-            try:
-                from tqdm.auto import tqdm
 
-                steps = tqdm(steps, desc="sampling", total=self.num_steps)
-            except ImportError:  # pragma: no cover - tqdm is optional
-                pass
-        for i in steps:
+        def step(i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             t = torch.full((b,), i, dtype=torch.long, device=lq.device)
             x0_hat = (y0 + model(x, t, lq)).clamp(-1, 1)
-            x = self.p_step(x, x0_hat, y0, t, posterior, zero if deterministic else None, kappa=kappa,
-                            generator=generator)
-            if return_trajectory:
-                predictions.append(x0_hat)
-                trajectory.append(x)
-        ones = torch.ones(b, dtype=y0.dtype, device=y0.device)
-        return SampleResult(
-            sr=x.clamp(-1, 1), y0=y0, diffusion_mask=torch.ones(b, 1, *size, dtype=y0.dtype, device=y0.device),
-            model_mask=torch.ones(b, *size, dtype=y0.dtype, device=y0.device), density=ones,
-            diffusion_density=ones.clone(), trajectory=trajectory, predictions=predictions,
-        )
+            return self.p_step(x, x0_hat, y0, t, posterior, zero if deterministic else None, kappa=kappa,
+                               generator=generator), x0_hat
+
+        x_T = y0.clone() if deterministic else process.prior_sample(y0, generator=generator)
+        chain = run_chain(step, x_T, range(self.num_steps - 1, -1, -1), progress, return_trajectory)
+        return mask_free_result(chain.x.clamp(-1, 1), y0, chain.trajectory, chain.predictions)

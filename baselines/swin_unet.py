@@ -1,11 +1,11 @@
 """Swin-U-Net (ResShift's real-SR network at the Figure-5 size): the U-Net skeleton with Swin layers as attention.
 
-Spec: shared/spec/baselines.md §3.  Every global AttentionBlock of the U-Net becomes a ``BasicLayer``: 1×1 conv
+Spec: docs/baselines.md §3.  Every global AttentionBlock of the U-Net becomes a ``BasicLayer``: 1×1 conv
 C → E, two Swin blocks (shift 0, then shift window/2), 1×1 conv E → C, with no residual around the layer.  The
 model works channel-first throughout and uses GroupNorm where Swin has LayerNorm.
 
 Input multiple: the windows (8×8) must tile the feature map at the coarsest level, 1/8 of the input after three
-downsamples, so H and W must be multiples of 2**3 · 8 = 64 (spec §8: the reference does not pad windows).
+downsamples, so H and W must be multiples of 2**3 · 8 = 64 (docs/baselines.md §8: the reference does not pad windows).
 
 Resolution-dependent state is built lazily: the relative-position index and the shift-mask patterns are cached per
 window/shift/device on first use, never stored as module buffers.  The shift is clamped to 0 where the feature map's
@@ -20,7 +20,6 @@ from einops import rearrange
 from torch import nn
 
 from baselines.unet import UNetModel, group_norm
-from qdm_bench.registry import register_model
 
 __all__ = [
     "shift_window_mask", "relative_position_index", "WindowAttention", "ConvMlp", "SwinTransformerBlock",
@@ -193,15 +192,12 @@ class BasicLayer(nn.Module):
         return self.patch_unembed(x)
 
 
-SWIN_UNET_CFG = dict(
+SWIN_UNET_CFG = dict(  # the Figure-5 skeleton; the Swin layer's defaults are the factory's keywords
     in_channels=3, out_channels=3, model_channels=160, channel_mult=(1, 2, 2, 4), num_res_blocks=2,
-    attention_levels=(0, 1, 2, 3), num_head_channels=32, dropout=0.0, swin_embed_dim=192, swin_depth=2,
-    window_size=8, mlp_ratio=4.0, standard_shift_mask=False,
+    attention_levels=(0, 1, 2, 3), dropout=0.0,
 )
 
 
-@register_model("swin-unet", family="swin-unet", space="pixel", multiple=64, uses_mask=False,
-                default_cfg=SWIN_UNET_CFG)
 def swin_unet(num_head_channels: int = 32, swin_embed_dim: int = 192, swin_depth: int = 2, window_size: int = 8,
               mlp_ratio: float = 4.0, standard_shift_mask: bool = False, **kwargs) -> UNetModel:
     """ADM U-Net with Swin window-attention layers (ResShift real-SR net, QDM Figure 5; 118,593,583 parameters)."""
@@ -212,5 +208,6 @@ def swin_unet(num_head_channels: int = 32, swin_embed_dim: int = 192, swin_depth
     def layer(ch: int) -> BasicLayer:
         return BasicLayer(ch, swin_embed_dim, swin_depth, heads, window_size, mlp_ratio, standard_shift_mask)
 
-    levels = len(kwargs.get("channel_mult", (1, 2, 2, 4)))
-    return UNetModel(layer, input_multiple=2 ** (levels - 1) * window_size, name="swin-unet", **kwargs)
+    cfg = {**SWIN_UNET_CFG, **kwargs}
+    levels = len(cfg["channel_mult"])
+    return UNetModel(layer, input_multiple=2 ** (levels - 1) * window_size, name="swin-unet", **cfg)

@@ -1,6 +1,6 @@
 """ADM-style conv U-Net skeleton shared by the U-Net and Swin-U-Net baselines, and the Figure-5 U-Net (`unet`).
 
-Spec: shared/spec/baselines.md §2.  The skeleton (time-embedding MLP, scale-shift ResBlocks, down/up sampling, skip
+Spec: docs/baselines.md §2.  The skeleton (time-embedding MLP, scale-shift ResBlocks, down/up sampling, skip
 bookkeeping, head) is parameterised by the attention layer placed after the first ResBlock of every attention level
 on both paths and in the middle block.  The reference's ``attention_resolutions`` holds spatial sizes at its
 constructed ``image_size``; here the model is resolution-agnostic, so ``attention_levels`` names the levels instead
@@ -16,7 +16,6 @@ from einops import rearrange
 from torch import nn
 
 from qdm.layers import timestep_embedding
-from qdm_bench.registry import ModelError, register_model
 
 __all__ = [
     "group_norm", "zero_module", "TimestepBlock", "TimestepSequential", "ResBlock", "Downsample", "Upsample",
@@ -183,10 +182,10 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
 
     def check_resolution(self, height: int, width: int) -> None:
-        """Raise ModelError (a ValueError) unless H and W are positive multiples of ``input_multiple``."""
+        """Raise ValueError unless H and W are positive multiples of ``input_multiple``."""
         m = self.input_multiple
         if height <= 0 or width <= 0 or height % m or width % m:
-            raise ModelError(f"{self.name} needs H and W to be positive multiples of {m}, got {height}x{width}")
+            raise ValueError(f"{self.name} needs H and W to be positive multiples of {m}, got {height}x{width}")
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, mask=None) -> torch.Tensor:
         """Prediction (B, C_out, H, W) from x_t (B, C, H, W), steps t (B,) and the LR image lq; ``mask`` is ignored."""
@@ -208,13 +207,12 @@ class UNetModel(nn.Module):
         return self.out(h).to(x_t.dtype)
 
 
-UNET_CFG = dict(
+UNET_CFG = dict(  # the Figure-5 configuration (its attention heads: num_head_channels=32, the factory's default)
     in_channels=3, out_channels=3, model_channels=160, channel_mult=(1, 2, 2, 4), num_res_blocks=2,
-    attention_levels=(0, 1, 2, 3), num_head_channels=32, dropout=0.0,
+    attention_levels=(0, 1, 2, 3), dropout=0.0,
 )
 
 
-@register_model("unet", family="unet", space="pixel", multiple=8, uses_mask=False, default_cfg=UNET_CFG)
 def unet(num_head_channels: int = 32, **kwargs) -> UNetModel:
     """ADM U-Net with global attention at every level (QDM Figure 5; 115,984,323 parameters)."""
-    return UNetModel(lambda ch: AttentionBlock(ch, num_head_channels), name="unet", **kwargs)
+    return UNetModel(lambda ch: AttentionBlock(ch, num_head_channels), name="unet", **{**UNET_CFG, **kwargs})

@@ -13,6 +13,8 @@ The paper's equations, in words:
 * **Eq. 3** (prior): x_T ~ N(y0, κ²·M) (:meth:`ResShiftDiffusion.prior_sample`).
 * **Eq. 4** (reverse step): mean M·[(η_{t-1}/η_t)·x_t + (α_t/η_t)·f_θ] + (1-M)·f_θ, variance κ²·(η_{t-1}/η_t)·α_t·M,
   so inactive sites take the prediction f_θ deterministically (:meth:`ResShiftDiffusion.p_step`).
+* **Shortcuts** (not in the paper; patch-adaptive group sampling): :meth:`ResShiftDiffusion.shortcut_start` enters the
+  chain at any step, :meth:`ResShiftDiffusion.reverse_step` jumps t → s < t (plain ResShift, no mask).
 * **Eq. 5–7** (losses): ‖f_θ - x0‖² for the downstream (L_down) and upstream (L_up) predictions, weighted λ1, λ2,
   plus λ3·LPIPS(f_θ, x0) in the fine-tune (:meth:`ResShiftDiffusion.training_loss`).
 
@@ -34,12 +36,16 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
+
+from qdm.sampling import (  # SampleResult, check_sr_input, resolve_generator: re-exported (they used to live here)
+    SampleResult, bicubic_y0, check_sr_input, ones_masks, resolve_generator, run_chain,
+)
 
 __all__ = ["EtaSchedule", "eta_schedule", "ResShiftDiffusion", "SampleResult", "POSTERIOR_MODES", "check_sr_input",
            "resolve_generator"]
@@ -70,7 +76,7 @@ class EtaSchedule:
 
 def eta_schedule(steps: int = 15, min_noise_level: float = 0.04, etas_end: float = 0.99, kappa: float = 2.0,
                  power: float = 0.3) -> EtaSchedule:
-    """The 'exponential' ResShift schedule (spec §3.2): √η_i = s0·(etas_end/s0)^((i/(T-1))^power), s0 = min(m/κ, m)."""
+    """The 'exponential' ResShift schedule (docs/qdm.md §3.2): √η_i = s0·(etas_end/s0)^((i/(T-1))^power), s0 = min(m/κ, m)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise ValueError(f"eta_schedule: steps must be an integer >= 2, got {steps!r}")
     for name, value in (("min_noise_level", min_noise_level), ("kappa", kappa), ("power", power)):
@@ -94,22 +100,6 @@ def eta_schedule(steps: int = 15, min_noise_level: float = 0.04, etas_end: float
     )
 
 
-# ----------------------------------------------------------------------------------------------------- sampler result
-@dataclass
-class SampleResult:
-    """Output of :meth:`ResShiftDiffusion.sample`. Densities are per sample, shape (B,)."""
-
-    sr: torch.Tensor
-    y0: torch.Tensor
-    diffusion_mask: torch.Tensor
-    model_mask: torch.Tensor
-    density: torch.Tensor  # fraction of ones of the model (patch) mask
-    diffusion_density: torch.Tensor  # fraction of ones of the diffusion mask
-    window_density: torch.Tensor | None = None  # selected windows / n_w, if the model has `window`
-    trajectory: list[torch.Tensor] | None = None  # x_T, x_{T-1}, …, x_0 (unclamped), if requested
-    predictions: list[torch.Tensor] | None = None  # x̂0 at steps T-1 … 0, if requested
-
-
 # ----------------------------------------------------------------------------------------------------- helpers
 def _upstream_capable(fn: Callable) -> bool:
     """True if ``fn`` explicitly accepts ``return_upstream`` (wrappers exposing _orig_mod/module are unwrapped)."""
@@ -127,24 +117,6 @@ def _upstream_capable(fn: Callable) -> bool:
         fn = getattr(fn, "_orig_mod", None) or getattr(fn, "module", None)  # torch.compile / DDP wrappers
         seen += 1
     return False
-
-
-def check_sr_input(lq: torch.Tensor, sf: int) -> None:
-    """Raise ValueError unless ``sf`` is a positive integer and ``lq`` is a (B, C, h, w) batch (every sampler)."""
-    if isinstance(sf, bool) or not isinstance(sf, int) or sf < 1:
-        raise ValueError(f"sf must be a positive integer, got {sf!r}")
-    if lq.dim() != 4:
-        raise ValueError(f"lq must be (B, C, h, w), got shape {tuple(lq.shape)}")
-
-
-def resolve_generator(seed: int | None, generator: torch.Generator | None,
-                      device: torch.device | str) -> torch.Generator | None:
-    """A sampler's randomness: ``generator``, or a new one on ``device`` seeded with ``seed`` (not both)."""
-    if seed is not None and generator is not None:
-        raise ValueError("give either seed or generator, not both")
-    if seed is not None:
-        return torch.Generator(device=device).manual_seed(int(seed))
-    return generator
 
 
 def _as_float_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -244,14 +216,14 @@ class ResShiftDiffusion:
 
     def prior_sample(self, y0: torch.Tensor, mask: torch.Tensor | None = None, noise: torch.Tensor | None = None, *,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_T = y0 + κ√η_T·M·ε (both modes; Eq. 2 at t = T, spec §3.6); reference mode adds the 1e-7·(1-M) floor."""
+        """x_T = y0 + κ√η_T·M·ε (both modes; Eq. 2 at t = T, docs/qdm.md §3.6); reference mode adds the 1e-7·(1-M) floor."""
         if noise is None:
             noise = _randn(y0, generator)
         std = self.kappa * float(self.schedule.sqrt_etas[-1])
         return y0 + self._gated_std(torch.tensor(std, dtype=y0.dtype, device=y0.device), mask, y0) * noise
 
     def scale_input(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Network input x_t / √(κ²η_t + 1) when ``normalize_input`` (spec §3.4), else x_t unchanged."""
+        """Network input x_t / √(κ²η_t + 1) when ``normalize_input`` (docs/qdm.md §3.4), else x_t unchanged."""
         if not self.normalize_input:
             return x_t
         return x_t / self._gather(self.schedule.input_std, self._t(t, x_t), x_t)
@@ -259,7 +231,7 @@ class ResShiftDiffusion:
     # -- reverse process
     def p_step(self, x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
                noise: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One reverse step x_t → x_{t-1} (spec §3.5) from the prediction x0_hat.
+        """One reverse step x_t → x_{t-1} (docs/qdm.md §3.5) from the prediction x0_hat.
 
         Active sites: posterior mean coef1_t·x_t + coef2_t·x0_hat plus √(clipped posterior variance_t)·ε for t > 0.
         Inactive sites: x0_hat exactly ("paper", Eq. 4), or the posterior mean with noise std 1e-7 for t > 0
@@ -278,6 +250,54 @@ class ResShiftDiffusion:
         if m is None:
             return sample
         return m * sample + (1 - m) * x0_hat
+
+    def _index(self, t: int, name: str = "t") -> int:
+        """One step index as a Python int in [0, T)."""
+        try:
+            if isinstance(t, bool):
+                raise TypeError
+            t = operator.index(t)
+        except TypeError:
+            raise ValueError(f"{name} must be one integer step index, got {t!r}") from None
+        if not 0 <= t < self.num_steps:
+            raise ValueError(f"step index {name} = {t} is outside [0, {self.num_steps - 1}]")
+        return t
+
+    def shortcut_start(self, x0: torch.Tensor, y0: torch.Tensor, t: int, noise: torch.Tensor | None = None, *,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_t = x0 + η_t(y0 - x0) + κ√η_t·ε at one step index t for the whole batch (no mask): Eq. 2, the start of
+        a chain entered late (x0 = y0: ResShift started at t).
+
+        The same draw as :meth:`q_sample` with a full mask, but κ√η_t is formed in float64 and rounded once (q_sample
+        rounds √η_t first), so the two agree bit for bit only when κ is a power of two.
+        """
+        t = self._index(t)
+        eta = float(self.schedule.etas[t])
+        std = torch.tensor(self.kappa * float(self.schedule.sqrt_etas[t]), dtype=y0.dtype, device=y0.device)
+        if noise is None:
+            noise = _randn(y0, generator)
+        return x0 + eta * (y0 - x0) + std * noise
+
+    def reverse_step(self, x_t: torch.Tensor, x0_hat: torch.Tensor, t: int, s: int | None,
+                     noise: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_t → x_s for any step indices t > s (no mask), or x0_hat when ``s`` is None (the end of the chain).
+
+        The generalised ResShift posterior: mean (η_s/η_t)·x_t + (1 - η_s/η_t)·x0_hat, variance
+        κ²·(η_s/η_t)·(η_t - η_s), its coefficients formed in float64 and then cast.  With s = t - 1 this is exactly
+        :meth:`p_step` with a full mask.  ε is drawn from ``generator`` unless ``noise`` is given.
+        """
+        if s is None:
+            return x0_hat
+        t, s = self._index(t), self._index(s, "s")
+        if s >= t:
+            raise ValueError(f"a reverse step goes from t to s < t, got t = {t}, s = {s}")
+        eta_t, eta_s = self.schedule.etas[t], self.schedule.etas[s]
+        c1 = (eta_s / eta_t).to(x_t.dtype)
+        c2 = ((eta_t - eta_s) / eta_t).to(x_t.dtype)
+        var = (self.kappa ** 2 * eta_s / eta_t * (eta_t - eta_s)).to(x_t.dtype)
+        if noise is None:
+            noise = _randn(x_t, generator)
+        return c1.to(x_t.device) * x_t + c2.to(x_t.device) * x0_hat + torch.sqrt(var).to(x_t.device) * noise
 
     # -- training
     def _accepts_upstream(self, model: Callable) -> bool:
@@ -346,7 +366,7 @@ class ResShiftDiffusion:
                mode: str = "paper", seed: int | None = None, generator: torch.Generator | None = None,
                clamp: bool = True, progress: bool = False, return_trajectory: bool = False,
                masks: tuple[torch.Tensor, torch.Tensor] | None = None, deterministic: bool = False) -> SampleResult:
-        """Pixel-space super-resolution of ``lq`` (B, C, h, w) in [-1, 1] by ``sf`` (spec §3.10, no autoencoder).
+        """Pixel-space super-resolution of ``lq`` (B, C, h, w) in [-1, 1] by ``sf`` (docs/qdm.md §3.10, no autoencoder).
 
         y0 = bicubic(lq, ×sf). Masks come from ``qdm.quadtree.pipeline_masks(lq, (H, W), threshold, mode=mode,
         down_patch=model.down_patch or 2)``; ``mode`` is the *threshold* mode ("paper" strict ``>``,
@@ -364,7 +384,7 @@ class ResShiftDiffusion:
         generator = resolve_generator(seed, generator, lq.device)
         b, _, h, w = lq.shape
         size = (h * sf, w * sf)
-        y0 = F.interpolate(lq, size=size, mode="bicubic", align_corners=False) if sf != 1 else lq.clone()
+        y0 = bicubic_y0(lq, sf)
         down_patch = int(getattr(model, "down_patch", 2))
 
         model_mask_arg: torch.Tensor | None
@@ -375,8 +395,7 @@ class ResShiftDiffusion:
                 diffusion_mask = diffusion_mask.unsqueeze(1)
             model_mask_arg = model_mask
         elif threshold is None:
-            diffusion_mask = torch.ones(b, 1, *size, dtype=lq.dtype, device=lq.device)
-            model_mask = torch.ones(b, size[0] // down_patch, size[1] // down_patch, dtype=lq.dtype, device=lq.device)
+            diffusion_mask, model_mask = ones_masks(b, size, lq, down_patch)
             model_mask_arg = None
         else:
             from qdm.quadtree import pipeline_masks  # lazy: keeps this module importable on its own
@@ -391,30 +410,19 @@ class ResShiftDiffusion:
 
             window_density = _window_density(model_mask, model.window)
 
-        x = y0.clone() if deterministic else self.prior_sample(y0, diffusion_mask, generator=generator)
-        trajectory = [x] if return_trajectory else None
-        predictions: list[torch.Tensor] | None = [] if return_trajectory else None
-        steps = range(self.num_steps - 1, -1, -1)
-        if progress:
-            try:
-                from tqdm.auto import tqdm
-
-                steps = tqdm(steps, desc="sampling", total=self.num_steps)
-            except ImportError:  # pragma: no cover - tqdm is optional
-                pass
-        for i in steps:
+        def step(i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             t = torch.full((b,), i, dtype=torch.long, device=lq.device)
             x0_hat = model(self.scale_input(x, t), t, lq, mask=model_mask_arg)
             if isinstance(x0_hat, (tuple, list)):
                 x0_hat = x0_hat[0]
-            x = self.p_step(x, x0_hat, t, diffusion_mask, generator=generator,
-                            noise=torch.zeros_like(x) if deterministic else None)
-            if return_trajectory:
-                predictions.append(x0_hat)
-                trajectory.append(x)
-        sr = x.clamp(-1, 1) if clamp else x
+            return self.p_step(x, x0_hat, t, diffusion_mask, generator=generator,
+                               noise=torch.zeros_like(x) if deterministic else None), x0_hat
+
+        x_T = y0.clone() if deterministic else self.prior_sample(y0, diffusion_mask, generator=generator)
+        chain = run_chain(step, x_T, range(self.num_steps - 1, -1, -1), progress, return_trajectory)
+        sr = chain.x.clamp(-1, 1) if clamp else chain.x
         return SampleResult(
             sr=sr, y0=y0, diffusion_mask=diffusion_mask, model_mask=model_mask,
             density=_per_sample_mean(model_mask), diffusion_density=_per_sample_mean(diffusion_mask),
-            window_density=window_density, trajectory=trajectory, predictions=predictions,
+            window_density=window_density, trajectory=chain.trajectory, predictions=chain.predictions,
         )

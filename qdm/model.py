@@ -6,7 +6,7 @@
   pixels).  Each :class:`CrossAttnBlock` is window self-attention → MLP → cross-attention to the upstream tokens of the
   same image → MLP, with two adaLN-Zero modulations (the reference code's structure; it reproduces Table 5).
 
-Sparse computation is split in two (``qdm.md`` §0):
+Sparse computation is split in two (``docs/qdm.md`` §0):
 
 1. :meth:`QDM.plan` — data dependent: which windows of which image are computed, and how they are grouped into
    chunks.  A window is selected when any of its patch bits is 1.  The whole batch is planned with tensor ops.
@@ -30,10 +30,9 @@ from qdm.layers import (
     Attention, CrossAttention, DiTStream, FinalLayer, condition_on_lq, Mlp, PatchEmbed, TimestepEmbedder, adaln, init_dit_weights,
     layer_norm, modulate, sincos_pos_embed_2d,
 )
-from qdm.quadtree import active_windows
-from qdm_bench.registry import register_model
+from qdm.quadtree import active_windows, random_window_mask
 
-__all__ = ["QDM", "WindowPlan", "CrossAttnBlock", "DownStream", "qdm_s", "qdm_b", "qdm_l", "qdm_t"]
+__all__ = ["QDM", "WindowPlan", "CrossAttnBlock", "DownStream", "qdm_s", "qdm_b", "qdm_l", "qdm_t", "QDM_MODELS"]
 
 BUILD_SIZE = 128  # the latent size of every shipped config; Table 5 counts the frozen tables at this size
 
@@ -226,6 +225,15 @@ class QDM(nn.Module):
         span = self.down_patch * self.window
         return height // span, width // span
 
+    def mask_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The patch grid (H/down_patch, W/down_patch) a mask for an input of that size lives on."""
+        return height // self.down_patch, width // self.down_patch
+
+    def random_mask(self, batch: int, height: int, width: int, density: float,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """A patch-grid mask selecting ``density`` of the windows at random (seeded by ``generator``)."""
+        return random_window_mask(batch, *self.mask_grid(height, width), self.window, density, generator=generator)
+
     def plan(self, mask: torch.Tensor | None, batch: int, height: int, width: int,
              chunk_size: int | None = None) -> WindowPlan:
         """Select the windows to compute: those with any set bit of the patch mask, or all windows if mask is None."""
@@ -279,33 +287,24 @@ def _lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
 
 
-_QDM_INFO = dict(family="qdm", space="latent", multiple=16, uses_mask=True, in_channels=3, lq_channels=3,
-                 out_channels=3, num_steps=15)
-
-
-def _qdm(dim: int, depth: int, heads: int, **kwargs) -> QDM:
-    return QDM(dim=dim, depth=depth, heads=heads, **kwargs)
-
-
-@register_model("qdm-s", default_cfg=dict(up_patch=8, down_patch=2, window=8, chunk_size=64), **_QDM_INFO)
 def qdm_s(**kwargs) -> QDM:
     """QDM-S: 6+6 blocks, hidden 384, 6 heads (Table 5: 50.87 M)."""
-    return _qdm(384, 6, 6, **kwargs)
+    return QDM(**{"dim": 384, "depth": 6, "heads": 6, **kwargs})
 
 
-@register_model("qdm-b", default_cfg=dict(up_patch=8, down_patch=2, window=8, chunk_size=64), **_QDM_INFO)
 def qdm_b(**kwargs) -> QDM:
     """QDM-B: 6+6 blocks, hidden 768, 12 heads (Table 5: 199.06 M)."""
-    return _qdm(768, 6, 12, **kwargs)
+    return QDM(**{"dim": 768, "depth": 6, "heads": 12, **kwargs})
 
 
-@register_model("qdm-l", default_cfg=dict(up_patch=8, down_patch=2, window=8, chunk_size=64), **_QDM_INFO)
 def qdm_l(**kwargs) -> QDM:
     """QDM-L: 12+12 blocks, hidden 1024, 16 heads (Table 5: 691.94 M)."""
-    return _qdm(1024, 12, 16, **kwargs)
+    return QDM(**{"dim": 1024, "depth": 12, "heads": 16, **kwargs})
 
 
-@register_model("qdm-t", default_cfg=dict(up_patch=8, down_patch=2, window=8, chunk_size=64), **_QDM_INFO)
 def qdm_t(**kwargs) -> QDM:
     """QDM-T: a tiny 2+2-block, hidden-128 variant for CPU training and tests (not in the paper)."""
-    return _qdm(128, 2, 2, **kwargs)
+    return QDM(**{"dim": 128, "depth": 2, "heads": 2, **kwargs})
+
+
+QDM_MODELS = {"qdm-s": qdm_s, "qdm-b": qdm_b, "qdm-l": qdm_l, "qdm-t": qdm_t}

@@ -1,4 +1,4 @@
-"""Quadtree masks of QDM (paper §3.1, Algorithm 1; spec §2).
+"""Quadtree masks of QDM (paper §3.1, Algorithm 1; docs/qdm.md §2).
 
 Algorithm 1
 -----------
@@ -14,7 +14,7 @@ batched pass, without recursion:
 4. The bit grid is resized to ``(Hm, Wm)`` with nearest-neighbour interpolation (:func:`quadtree_mask`).
 
 Because the block range is monotone under inclusion, a k-block's bit is 1 exactly when the explicit recursive
-quadtree (:func:`quadtree_decompose` with ``min_size=k``) reaches that block and it is still not homogeneous (spec
+quadtree (:func:`quadtree_decompose` with ``min_size=k``) reaches that block and it is still not homogeneous (docs/qdm.md
 §2.3); the recursive version is kept here for visualisation and as a test oracle.
 
 Threshold semantics
@@ -323,7 +323,7 @@ def random_window_mask(batch: int, gh: int, gw: int, window: int, density: float
 
 def pipeline_masks(lr: torch.Tensor, latent_size: Sequence[int] | int, threshold: float | None,
                    mode: str = "paper", down_patch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampler masks (spec §2.4): diffusion mask (B, 1, H, W) and model mask (B, H/down_patch, W/down_patch)."""
+    """Sampler masks (docs/qdm.md §2.4): diffusion mask (B, 1, H, W) and model mask (B, H/down_patch, W/down_patch)."""
     _check_images(lr)
     mode = _check_mode(mode)
     lh, lw = _size2(latent_size, "latent_size")

@@ -1,15 +1,17 @@
 """Ablation sweeps (paper Tables 3, 4, 6 and the cost-vs-resolution curve) as lists of measurement cells.
 
-Every sweep is a list of :class:`qdm_bench.cells.Cell`, run by :func:`qdm_bench.cells.run_cells` (isolated,
-resumable, one results file), so ablations and plain measurements share one format and one report renderer.
+Every sweep is a list of :class:`qdm_bench.measure.cell.Cell`, run by :func:`qdm_bench.measure.runner.run_cells`
+(isolated, resumable, one results file), so ablations and plain measurements share one format and one report
+renderer.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from qdm_bench.cells import Cell
+from qdm_bench.measure.cell import Cell
+from qdm_bench.errors import ConfigError
+from qdm_bench.measure.sweep import make_cells
 from qdm_bench.registry import resolve
-from qdm_bench.sweep import make_cells
 
 __all__ = ["DEFAULT_THRESHOLDS", "threshold_cells", "window_cells", "patch_cells", "res_cells", "DEFAULT_RES"]
 
@@ -20,7 +22,7 @@ DEFAULT_RES = (256, 512, 1024, 2048)
 def _require_qdm(model: str) -> None:
     info = resolve(model)
     if not info.uses_mask:
-        raise ValueError(f"{model} does not use a quadtree mask; threshold/window/patch ablations need a QDM model "
+        raise ConfigError(f"{model} does not use a quadtree mask; threshold/window/patch ablations need a QDM model "
                          "such as qdm-s, qdm-b or qdm-l")
 
 

@@ -1,4 +1,4 @@
-"""Regression tracking: compare two results files cell by cell (spec measurement.md §0 rule 8, §7).
+"""Regression tracking: compare two results files cell by cell (docs/measurement.md §0 rule 8, §7).
 
 * Counts (parameters, MACs, windows, mask density, estimated memory) are deterministic: any change is flagged.
 * Measured memory and absolute latency are compared against generous tolerances (ratios new / baseline), and only
@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from qdm_bench.results import read_results
+from qdm_bench.measure.results import read_results
 
 __all__ = ["Finding", "Tolerances", "compare_rows", "compare_files", "IDENTITY", "EXACT"]
 
@@ -197,7 +197,13 @@ def _quality(label: str, b: dict[str, Any], n: dict[str, Any], tol: Tolerances) 
     return out
 
 
-def compare_files(baseline: str, new: str, tol: Tolerances = Tolerances(),
-                  allow_missing: bool = False) -> list[Finding]:
-    """:func:`compare_rows` on two results files (ResultsError on a missing or corrupt file)."""
-    return compare_rows(read_results(baseline), read_results(new), tol, allow_missing)
+def compare_files(baseline: str, new: str, tol: Tolerances = Tolerances(), allow_missing: bool = False,
+                  models: Sequence[str] | None = None) -> list[Finding]:
+    """:func:`compare_rows` on two results files (ResultsError on a missing or corrupt file); ``models``:
+    shell-style patterns restricting the comparison to those models' cells."""
+    import fnmatch
+
+    def keep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if not models or any(fnmatch.fnmatchcase(str(r.get("model")), p) for p in models)]
+
+    return compare_rows(keep(read_results(baseline)), keep(read_results(new)), tol, allow_missing)

@@ -2,9 +2,9 @@
 import pytest
 from click.testing import CliRunner
 
-from qdm_bench.cli import main
-from qdm_bench.macs import count_macs
-from qdm_bench.results import read_results
+from qdm_bench.cli.main import main
+from qdm_bench.measure.macs import count_macs
+from qdm_bench.measure.results import read_results
 
 
 def invoke(*args):
@@ -83,9 +83,10 @@ def test_slurm_executor_without_submitit_is_a_clear_error(tmp_path):
 def test_submitit_executor_gathers_rows(tmp_path):
     """The Slurm path through submitit's in-process 'debug' cluster (skipped where submitit is not installed)."""
     pytest.importorskip("submitit")
-    from qdm_bench.cells import Cell, run_cells
+    from qdm_bench.measure.cell import Cell
+    from qdm_bench.measure.runner import run_cells
 
-    cells = [Cell(model="dit-s/8", height=h, width=h, metrics=("params", "macs")) for h in (32, 64)]
+    cells = [Cell.create(model="dit-s/8", height=h, width=h, metrics=("params", "macs")) for h in (32, 64)]
     out = tmp_path / "s.jsonl"
     report = run_cells(cells, out, executor="slurm", slurm={"cluster": "debug", "folder": str(tmp_path / "%j")})
     assert [r["macs"] for r in report.rows] == [count_macs("dit-s/8", h).macs for h in (32, 64)]

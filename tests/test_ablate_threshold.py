@@ -4,9 +4,9 @@ from collections import defaultdict
 import pytest
 from click.testing import CliRunner
 
-from qdm_bench.cli import main
-from qdm_bench.images import list_image_names
-from qdm_bench.results import read_results
+from qdm_bench.cli.main import main
+from qdm_bench.data.images import list_image_names
+from qdm_bench.measure.results import read_results
 
 
 def invoke(*args):
@@ -46,7 +46,7 @@ def test_threshold_sweep_is_monotone_on_every_builtin_image(builtin_sweep):
 
 def test_report_renders_the_sweep(builtin_sweep, tmp_path):
     out, _ = builtin_sweep
-    result = invoke("report", out, "-o", tmp_path / "rep", "--title", "sweep")
+    result = invoke("report", out, "--out-dir", tmp_path / "rep", "--title", "sweep")
     assert result.exit_code == 0, result.output
     index = (tmp_path / "rep" / "index.md").read_text()
     assert "qdm-bench ablate threshold" in index  # the command recorded in the rows
@@ -73,7 +73,7 @@ def test_unknown_image_set(tmp_path):
 
 
 def test_report_of_missing_or_corrupt_results(tmp_path):
-    one_line_error(invoke("report", tmp_path / "nope.jsonl", "-o", tmp_path / "r"), "does not exist")
+    one_line_error(invoke("report", tmp_path / "nope.jsonl", "--out-dir", tmp_path / "r"), "does not exist")
     bad = tmp_path / "bad.jsonl"
     bad.write_text("garbage\n{}\n")
-    one_line_error(invoke("report", bad, "-o", tmp_path / "r"), "line 1")
+    one_line_error(invoke("report", bad, "--out-dir", tmp_path / "r"), "line 1")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from qdm_bench.cli import main
-from qdm_bench.macs import count_macs
-from qdm_bench.results import read_results
+from qdm_bench.cli.main import main
+from qdm_bench.measure.macs import count_macs
+from qdm_bench.measure.results import read_results
 
 
 def invoke(*args):
@@ -122,7 +122,7 @@ def test_corrupt_results_file_is_one_line_error(tmp_path):
 def test_killed_run_resumes_without_redoing_finished_cells(tmp_path):
     """Kill a real `qdm-bench run` after its first cell, re-run it: finished cells are kept and not measured again."""
     out = tmp_path / "r.jsonl"
-    args = [sys.executable, "-m", "qdm_bench.cli", "run", "-m", "dit-s/8", "--res", "32", "--res", "48",
+    args = [sys.executable, "-m", "qdm_bench.cli.main", "run", "-m", "dit-s/8", "--res", "32", "--res", "48",
             "--res", "64", "--device", "cpu", "--warmup", "1", "--reps", "3", "--max-time", "1", "-o", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240

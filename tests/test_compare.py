@@ -7,9 +7,9 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from qdm_bench.cli import main
+from qdm_bench.cli.main import main
 from qdm_bench.compare import Tolerances, compare_rows
-from qdm_bench.results import append_result, empty_row
+from qdm_bench.measure.results import append_result, empty_row
 
 NET = '''
 import time
@@ -42,7 +42,7 @@ def _write_net(folder, extra_layer=False, sleep=0.0):
 
 def _cli(folder, *args):
     env = dict(os.environ, PYTHONPATH=str(folder) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "qdm_bench.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "qdm_bench.cli.main", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=300)
 
 

@@ -1,4 +1,4 @@
-"""Tests for qdm.diffusion: schedule (spec §3.2), forward/reverse steps (§3.3–3.6), losses (§3.9), sampler (§3.10)."""
+"""Tests for qdm.diffusion: schedule (docs/qdm.md §3.2), forward/reverse steps (§3.3–3.6), losses (§3.9), sampler (§3.10)."""
 from __future__ import annotations
 
 import math
@@ -35,7 +35,7 @@ SPEC_TABLE = [
 
 # ---------------------------------------------------------------------------------------------------- oracles / toys
 def oracle_etas(i: int) -> tuple[float, float]:
-    """(η_i, η_{i-1}) from the closed form of spec §3.2, independent of the module."""
+    """(η_i, η_{i-1}) from the closed form of docs/qdm.md §3.2, independent of the module."""
     def eta(j: int) -> float:
         return (0.02 * (0.99 / 0.02) ** ((j / (T - 1)) ** 0.3)) ** 2
     return eta(i), (eta(i - 1) if i > 0 else 0.0)
@@ -250,6 +250,24 @@ def test_full_mask_step_is_plain_resshift(data, posterior):
             assert torch.allclose(got, want, rtol=0, atol=1e-12), (i, (got - want).abs().max())
         if i == 0:  # last step: mean = x̂0, no noise
             assert torch.allclose(d.p_step(x_t, x0_hat, t, ones, noise), x0_hat, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reverse_step_to_the_previous_index_is_p_step(dtype):
+    """The generalised step t → s with s = t - 1 is the full-mask p_step exactly (same noise from the same seed)."""
+    d = ResShiftDiffusion()
+    g = torch.Generator().manual_seed(5)
+    x_t, x0_hat = torch.randn(2, 3, 8, 8, generator=g, dtype=dtype), torch.randn(2, 3, 8, 8, generator=g, dtype=dtype)
+    for i in range(1, T):
+        got = d.reverse_step(x_t, x0_hat, i, i - 1, generator=torch.Generator().manual_seed(i))
+        want = d.p_step(x_t, x0_hat, torch.full((2,), i), torch.ones(2, 1, 8, 8, dtype=dtype),
+                        generator=torch.Generator().manual_seed(i))
+        assert torch.equal(got, want), i
+    assert torch.equal(d.reverse_step(x_t, x0_hat, 3, None), x0_hat)
+    with pytest.raises(ValueError, match="s < t"):
+        d.reverse_step(x_t, x0_hat, 3, 5)
+    with pytest.raises(ValueError, match="outside"):
+        d.reverse_step(x_t, x0_hat, T, 0)
 
 
 def test_eq4_mixed_mask(data):

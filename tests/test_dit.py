@@ -7,14 +7,14 @@ from baselines.dit import DIT_SIZES, DiT, DiTClassCond
 from qdm.layers import DiTBlock
 from qdm_bench import create_model
 
-# baselines.md §5.2: learnable parameters of the LR-conditioned DiT (6 channels in, 3 out), resolution independent.
+# docs/baselines.md §5.2: learnable parameters of the LR-conditioned DiT (6 channels in, 3 out), resolution independent.
 LEARNABLE = {
     ("s", 2): 32_476_044, ("s", 4): 32_517_552, ("s", 8): 32_683_584,
     ("b", 2): 129_537_804, ("b", 4): 129_620_784, ("b", 8): 129_952_704,
     ("l", 2): 456_803_340, ("l", 4): 456_913_968, ("l", 8): 457_356_480,
     ("xl", 2): 673_667_724, ("xl", 4): 673_792_176, ("xl", 8): 674_289_984,
 }
-# baselines.md §5.1 / §6.3: the official class-conditional DiT at 256 px (32×32×4 latent), totals incl. the frozen
+# docs/baselines.md §5.1 / §6.3: the official class-conditional DiT at 256 px (32×32×4 latent), totals incl. the frozen
 # sin-cos table, and MACs measured on the reference; the DiT paper's "Gflops" (= MACs) for patch 2.
 OFFICIAL = {
     ("s", 2): (32_963_360, 6.0557, 6.06), ("b", 2): (130_512_416, 23.0051, 23.01),
@@ -35,7 +35,7 @@ def test_learn_sigma_changes_only_the_final_linear():
         a, b = DiT(patch=8), DiT(patch=8, learn_sigma=True)
     diff = sum(p.numel() for p in b.parameters()) - sum(p.numel() for p in a.parameters())
     assert diff == 384 * 8 * 8 * 3 + 8 * 8 * 3  # weight + bias of the extra 3 output channels
-    assert 32_757_504 == sum(p.numel() for p in b.parameters())  # baselines.md §5.2, S/8 learn_sigma
+    assert 32_757_504 == sum(p.numel() for p in b.parameters())  # docs/baselines.md §5.2, S/8 learn_sigma
 
 
 @pytest.mark.parametrize("size,patch", list(OFFICIAL))

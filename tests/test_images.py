@@ -1,4 +1,4 @@
-"""Tests of qdm_bench.images: the offline image sets, user folders, windowing rules and the SR degradation.
+"""Tests of qdm_bench.data.images: the offline image sets, user folders, windowing rules and the SR degradation.
 
 Oracles: windowing formulas applied by hand to synthetic DICOM files written with pydicom, hand-computed percentiles
 of a permuted ramp, exact crops of native images, and properties of bicubic resampling (constants stay constant, a
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from qdm_bench import images as im
-from qdm_bench.images import (
+from qdm_bench.data import images as im
+from qdm_bench.data import medical, phantoms
+from qdm_bench.data.images import (
     EvalImage,
     ct_phantom,
     ct_window,
@@ -156,13 +157,13 @@ def test_s1045_is_big_endian():
 
 
 def test_undecodable_optional_file_is_skipped(monkeypatch):
-    real = im._dicom_pixels
+    real = medical._dicom_pixels
 
     def fail_j2k(path):
         if "J2K" in str(path):
             raise RuntimeError("no JPEG 2000 decoder")
         return real(path)
-    monkeypatch.setattr(im, "_dicom_pixels", fail_j2k)
+    monkeypatch.setattr(medical, "_dicom_pixels", fail_j2k)
     names = [i.name for i in load_image_set("medical")]
     assert "J2K_pixelrep_mismatch" not in names and "CT_small" in names
     with pytest.raises(ValueError, match="cannot be decoded"):
@@ -176,7 +177,7 @@ def test_pydicom_data_files_are_optional(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "data_store" else real(n, *a))
     assert "693_UNCI" in list_image_names("medical") and "MR2_UNCI" not in list_image_names("ct")
-    monkeypatch.setattr(im, "_data_store_files", lambda names: ("NOT_BUNDLED.dcm",))
+    monkeypatch.setattr(medical, "_data_store_files", lambda names: ("NOT_BUNDLED.dcm",))
     assert "NOT_BUNDLED" not in [i.name for i in load_image_set("medical")]
 
 
@@ -355,7 +356,7 @@ def test_limit_and_bad_arguments():
 def test_phantom_deterministic_and_piecewise_constant():
     a, b = ct_phantom(96, seed=1), ct_phantom(96, seed=1)
     assert np.array_equal(a, b) and not np.array_equal(a, ct_phantom(96, seed=2))
-    allowed = {-1000.0, -100.0, 40.0, -850.0, 700.0, 180.0} | {hu for hu, _ in im.ORGAN_HU}
+    allowed = {-1000.0, -100.0, 40.0, -850.0, 700.0, 180.0} | {hu for hu, _ in phantoms.ORGAN_HU}
     for seed in range(6):
         values = set(np.unique(ct_phantom(64, seed)).tolist())
         assert values <= allowed and len(values) >= 4

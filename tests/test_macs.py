@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qdm_bench.macs import count_macs, count_module_macs, fvcore_breakdown, mac_breakdown, sdpa_macs
+from qdm_bench.measure.macs import count_macs, count_module_macs, fvcore_breakdown, mac_breakdown, sdpa_macs
 from qdm_bench.registry import ModelError, create_model, list_models, resolve
 
 
@@ -52,7 +52,7 @@ def test_sdpa_with_additive_mask_counts_products_only():
 
 
 def _dit_closed_form(res, patch, dim, depth, c_in=6, c_out=3):
-    """baselines.md §6.1: T·D·C_in·p² + 256·D + D² + L·(12·T·D² + 2·T²·D + 6·D²) + 2·D² + T·D·p²·C_out."""
+    """docs/baselines.md §6.1: T·D·C_in·p² + 256·D + D² + L·(12·T·D² + 2·T²·D + 6·D²) + 2·D² + T·D·p²·C_out."""
     T = (res // patch) ** 2
     D, L = dim, depth
     return T * D * c_in * patch**2 + 256 * D + D * D + L * (12 * T * D * D + 2 * T * T * D + 6 * D * D) \
@@ -74,7 +74,7 @@ def test_dit_matches_closed_form(name, res, dim, depth, patch):
     ("swin-unet", 256, 810.416),
 ])
 def test_unet_family_matches_spec_anchors(name, res, gmacs):
-    """baselines.md §6.2 anchors (reference networks counted with FlopCounterMode on meta), to the printed digit."""
+    """docs/baselines.md §6.2 anchors (reference networks counted with FlopCounterMode on meta), to the printed digit."""
     assert round(count_macs(name, res).macs / 1e9, 3) == gmacs
 
 
@@ -112,7 +112,7 @@ def _k_window_mask(k, grid_windows=8, window=8):
 
 
 def test_qdm_macs_are_affine_in_selected_windows():
-    """qdm.md §9: with one chunk per forward, k, 2k and 3k windows have equal MAC differences."""
+    """docs/qdm.md §9: with one chunk per forward, k, 2k and 3k windows have equal MAC differences."""
     counts = [count_macs("qdm-t", 128, mask=_k_window_mask(k), chunk_size=4096) for k in (5, 10, 15)]
     assert [c.active_windows for c in counts] == [5, 10, 15]
     d1, d2 = counts[1].macs - counts[0].macs, counts[2].macs - counts[1].macs

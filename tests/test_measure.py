@@ -1,4 +1,4 @@
-"""Measurement primitives (spec measurement.md §3, §4): CPU peak memory, the meta-device estimate, timing, autocast,
+"""Measurement primitives (docs/measurement.md §3, §4): CPU peak memory, the meta-device estimate, timing, autocast,
 out-of-memory detection and environment metadata.  Oracles are hand-computed byte counts and known allocations; no
 assert depends on how fast anything ran."""
 import json
@@ -12,14 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qdm_bench.measure import (
-    autocast_context,
-    environment_info,
-    estimate_peak_memory,
-    is_oom,
-    percentile,
-    time_fn,
-)
+from qdm_bench.measure.environment import autocast_context, environment_info, is_oom
+from qdm_bench.measure.estimate import estimate_peak_memory
+from qdm_bench.measure.timing import percentile, time_fn
 
 MiB = 2**20
 F32 = 4  # bytes per float32 element
@@ -32,7 +27,7 @@ ALLOC_MIB = 256
 _PEAK_SCRIPT = textwrap.dedent("""
     import json, sys
     import torch
-    from qdm_bench.measure import peak_memory_cpu
+    from qdm_bench.measure.memory import peak_memory_cpu
 
     n = {mib} * 2**20 // 4
 

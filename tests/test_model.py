@@ -7,7 +7,7 @@ import torch
 from qdm.layers import sincos_pos_embed_2d
 from qdm.model import QDM, WindowPlan, qdm_b, qdm_l, qdm_s
 
-PUBLISHED = {  # qdm.md §5: reference learnable counts and the paper's Table 5 (frozen tables at 128²)
+PUBLISHED = {  # docs/qdm.md §5: reference learnable counts and the paper's Table 5 (frozen tables at 128²)
     qdm_s: (49_200_588, 50_871_756),
     qdm_b: (195_721_932, 199_064_268),
     qdm_l: (687_485_132, 691_941_580),
@@ -48,7 +48,7 @@ def test_parameter_counts_match_reference_and_table5(factory):
 
 @pytest.mark.parametrize("depth,dim,window", [(1, 64, 8), (3, 128, 4), (2, 96, 16)])
 def test_parameter_formula_of_the_spec(depth, dim, window):
-    # qdm.md §5: total at 128² = 54·N·d² + 45·N·d + 6·d² + 5488·d + 204, learnable = total − 4352·d; window-invariant.
+    # docs/qdm.md §5: total at 128² = 54·N·d² + 45·N·d + 6·d² + 5488·d + 204, learnable = total − 4352·d; window-invariant.
     with torch.device("meta"):
         m = QDM(dim=dim, depth=depth, heads=dim // 32, window=window)
     total = 54 * depth * dim**2 + 45 * depth * dim + 6 * dim**2 + 5488 * dim + 204

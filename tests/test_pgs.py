@@ -1,5 +1,5 @@
-"""Patch-adaptive group sampling (qdm_bench.pgs, spec seed-systems §1.2 / §3): estimators, policies, patch grid,
-the ResShift and DDIM families against plain samplers, report counts, an end-to-end run and the ``pgs`` command."""
+"""Patch-adaptive group sampling (baselines.pgs, docs/seed-systems.md §1.2 / §3): estimators, policies, patch grid, the
+ResShift and DDIM families against plain samplers, report counts, an end-to-end run and the ``pgs`` command."""
 import json
 import math
 import sys
@@ -12,11 +12,12 @@ from click.testing import CliRunner
 
 from qdm.diffusion import ResShiftDiffusion
 from qdm.quadtree import quadtree_mask
-from qdm_bench.pgs import (
+from baselines.pgs import (
     DDIMFamily, GradientEstimator, GroupPolicy, PatchGrid, PatchGroupSampler, QuadtreeEstimator, RangeEstimator,
-    ResidualEstimator, ResShiftFamily, blend_window, family_for, make_estimator, one_shot_coarse, respace,
+    ResidualEstimator, ResShiftFamily, blend_window, make_estimator, one_shot_coarse, respace,
     uniform_sample,
 )
+from qdm_bench.evaluate.pgs import family_for, peak_memory_hook
 from qdm_bench.registry import create_model
 
 
@@ -227,7 +228,7 @@ def test_grid_errors(kwargs, match):
 def test_sampler_validates_patch_against_backbone_and_scale():
     model = create_model("qdm-t")
     with pytest.raises(ValueError, match="input multiple 16"):
-        PatchGroupSampler(model, patch=24, overlap=0)
+        PatchGroupSampler(model, family_for(model), patch=24, overlap=0)
     with pytest.raises(ValueError, match="multiples of the scale"):
         PatchGroupSampler(ConstantX0(), ResShiftFamily(), patch=32, overlap=6)
 
@@ -241,7 +242,7 @@ def test_one_full_group_on_one_patch_equals_resshift_sample():
     lq = _lq(2, 16, 16)
     pol = GroupPolicy(t_start=(14,), n_steps=(15,), quantiles=(1.0,))
     sampler = PatchGroupSampler(model, family_for(model), pol, "range", patch=64, overlap=0)
-    out = sampler(lq, seed=7, measure_memory=False)
+    out = sampler(lq, seed=7)
     with torch.no_grad():
         ref = ResShiftDiffusion().sample(model, lq, sf=4, seed=7).sr
     assert torch.equal(out.sr, ref)
@@ -277,7 +278,7 @@ def test_respaced_groups_end_at_the_models_fixed_x0(overlap):
     model = ConstantX0()
     sampler = PatchGroupSampler(model, ResShiftFamily(), _policy(), "gradient", patch=32, overlap=overlap,
                                 patch_batch=3)
-    out = sampler(lq, seed=0, measure_memory=False)
+    out = sampler(lq, seed=0)
     target = lq.repeat_interleave(4, -2).repeat_interleave(4, -1)
     torch.testing.assert_close(out.sr, target, rtol=0, atol=1e-6)
     assert max(model.batches) <= 3 and model.calls == out.report.model_calls
@@ -291,7 +292,7 @@ def test_results_do_not_depend_on_the_patch_batch():
         return 0.5 * x + 0.1 * F.interpolate(lq, size=x.shape[-2:], mode="nearest")
 
     outs = [PatchGroupSampler(model, fam, _policy(mode="quantiles"), patch=16, overlap=0, patch_batch=b)(
-        lq, seed=3, measure_memory=False).sr for b in (1, 5, 64)]
+        lq, seed=3).sr for b in (1, 5, 64)]
     torch.testing.assert_close(outs[0], outs[1])
     torch.testing.assert_close(outs[0], outs[2])
 
@@ -307,7 +308,7 @@ def test_ddim_full_schedule_matches_a_plain_ddim_loop():
     fam, model = _ddim(t_len), EpsModel(t_max=t_len)
     lq = _lq(1, 8, 8)
     pol = GroupPolicy(t_start=(t_len - 1,), n_steps=(t_len,), quantiles=(1.0,))
-    out = PatchGroupSampler(model, fam, pol, patch=32, overlap=0)(lq, seed=5, measure_memory=False)
+    out = PatchGroupSampler(model, fam, pol, patch=32, overlap=0)(lq, seed=5)
 
     abar = torch.cumprod(1 - torch.linspace(1e-4, 0.05, t_len, dtype=torch.float64), 0).float()
     y0 = (F.interpolate(lq, size=(32, 32), mode="bicubic", align_corners=False) + 1) / 2  # to [0, 1]
@@ -331,9 +332,9 @@ def test_ddim_respaced_groups_reach_the_implied_x0():
         return (x - a.sqrt() * x0) / (1 - a).sqrt()
 
     pol = _policy(schedule_len=60, uniform_steps=10)
-    out = PatchGroupSampler(model, fam, pol, patch=16, overlap=8)(lq, seed=0, measure_memory=False)
+    out = PatchGroupSampler(model, fam, pol, patch=16, overlap=8)(lq, seed=0)
     torch.testing.assert_close(out.sr, target, rtol=0, atol=1e-5)
-    sr, info = uniform_sample(model, lq, fam, sf=4, seed=0, measure_memory=False)
+    sr, info = uniform_sample(model, lq, fam, sf=4, seed=0)
     torch.testing.assert_close(sr, target, rtol=0, atol=1e-5)
     assert info["nfe"] == 10
 
@@ -361,7 +362,7 @@ def test_bi_diffsr_plugs_into_the_ddim_family():
     pol = GroupPolicy.default(fam.schedule_len, fam.uniform_steps, n_steps=(1, 2, 3))
     assert pol.t_start == (400, 1199, 1999)
     out = PatchGroupSampler(model, fam, pol, "gradient", patch=16, overlap=0, patch_batch=2)(
-        _mixed_lq(8, 8), seed=0, measure_memory=False)  # BI-DiffSR itself refuses a mixed-t batch
+        _mixed_lq(8, 8), seed=0)  # BI-DiffSR itself refuses a mixed-t batch
     assert out.sr.shape == (1, 3, 32, 32) and bool(out.sr.isfinite().all())
     assert out.report.uniform_nfe == 50 and out.report.patches == 4
 
@@ -374,7 +375,7 @@ def test_dual_domain_full_group_equals_its_sampler_with_the_resshift_posterior()
     assert isinstance(fam, ResShiftFamily) and fam.residual and fam.name == "dualdomain"
     lq = _lq(1, 8, 8)
     pol = GroupPolicy(t_start=(14,), n_steps=(15,), quantiles=(1.0,))
-    out = PatchGroupSampler(model, fam, pol, patch=32, overlap=0)(lq, seed=4, measure_memory=False)
+    out = PatchGroupSampler(model, fam, pol, patch=32, overlap=0)(lq, seed=4)
     with torch.no_grad():
         ref = dd.DualDomainDiffusion().sample(model, lq, sf=4, seed=4, posterior="resshift").sr
     torch.testing.assert_close(out.sr, ref)
@@ -387,7 +388,7 @@ def test_report_counts_by_hand():
     model = ConstantX0()
     pol = GroupPolicy(t_start=(3, 8, 14), n_steps=(2, 6, 15), quantiles=(0.5, 0.25, 0.25))
     rep = PatchGroupSampler(model, ResShiftFamily(), pol, patch=16, overlap=0, patch_batch=3)(
-        lq, seed=0, measure_memory=False).report
+        lq, seed=0).report
     assert [g.patches for g in rep.groups] == [8, 4, 4] and rep.patches == 16
     assert rep.patch_evals == 8 * 2 + 4 * 6 + 4 * 15 == 100
     assert rep.full_image_eq_nfe == pytest.approx(100 / 16) == rep.pixel_eq_nfe
@@ -396,7 +397,7 @@ def test_report_counts_by_hand():
     assert [g.timesteps for g in rep.groups] == [[3, 0], [8, 6, 5, 3, 2, 0], list(range(14, -1, -1))]
 
     rep = PatchGroupSampler(ConstantX0(), ResShiftFamily(), pol, patch=32, overlap=16, patch_batch=4)(
-        lq, seed=0, measure_memory=False).report
+        lq, seed=0).report
     assert rep.grid == (3, 3) and rep.coverage == pytest.approx(9 * 32 ** 2 / 64 ** 2)
     assert rep.pixel_eq_nfe == pytest.approx(rep.coverage * rep.full_image_eq_nfe)
     json.dumps(rep.to_dict())
@@ -404,7 +405,7 @@ def test_report_counts_by_hand():
 
 def test_mixed_image_needs_fewer_evaluations_than_uniform():
     rep = PatchGroupSampler(ConstantX0(), ResShiftFamily(), _policy(), "range", patch=16, overlap=0)(
-        _mixed_lq(), seed=0).report
+        _mixed_lq(), seed=0, measure=peak_memory_hook("cpu")).report
     sizes = [g.patches for g in rep.groups]
     assert sizes[0] == 8 and sizes[2] > 0  # the flat half is simple, the noisy half is not
     assert rep.full_image_eq_nfe < rep.uniform_nfe and rep.pixel_eq_nfe < rep.uniform_nfe
@@ -414,26 +415,26 @@ def test_mixed_image_needs_fewer_evaluations_than_uniform():
 # ------------------------------------------------------------------------------------------------- end to end
 
 def test_end_to_end_qdm_t_on_a_phantom():
-    from qdm_bench.images import degrade, image_by_name, lr_condition
+    from qdm_bench.data.images import degrade, image_by_name, lr_condition
 
     torch.manual_seed(0)
     model = create_model("qdm-t").eval()
     lq = lr_condition(degrade(image_by_name("ct:ct_phantom_0", size=64).hr[None], 4))
-    out = PatchGroupSampler(model, patch=16, overlap=0, estimator="quadtree")(lq, seed=0)
+    out = PatchGroupSampler(model, family_for(model), patch=16, overlap=0, estimator="quadtree")(lq, seed=0)
     rep = out.report
     assert out.sr.shape == (1, 3, 64, 64) and bool(out.sr.isfinite().all()) and float(out.sr.abs().max()) <= 1
     assert out.group_map.shape == (1, 4, 4) and sum(g.patches for g in rep.groups) == 16
     assert rep.full_image_eq_nfe < 15 and rep.patch_evals < 15 * 16
-    coarse = one_shot_coarse(model, lq)
+    coarse = one_shot_coarse(model, lq, family_for(model))
     assert coarse.shape == (1, 3, 64, 64)
 
 
 # --------------------------------------------------------------------------------------------------------- CLI
 
 def _cli(*args):
-    from qdm_bench.cli_pgs import pgs_cmd
+    from qdm_bench.cli.main import main
 
-    return CliRunner().invoke(pgs_cmd, list(args))
+    return CliRunner().invoke(main, ["pgs", *args])
 
 
 def test_cli_runs_and_appends_a_json_line(tmp_path):
@@ -454,10 +455,10 @@ def test_cli_runs_and_appends_a_json_line(tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (("--thresholds", "0.5,0.8"), "decrease strictly"),
-    (("--patch", "24"), "input multiple 16"),
-    (("--thresholds", "0.9,0.5", "--quantiles", "0.5,0.3,0.2"), "not both"),
-    (("--steps", "2,6,16"), "cannot take 16 steps"),
+    (("--gammas", "0.5,0.8"), "decrease strictly"),
+    (("--patch-size", "24"), "input multiple 16"),
+    (("--gammas", "0.9,0.5", "--quantiles", "0.5,0.3,0.2"), "not both"),
+    (("--group-steps", "2,6,16"), "cannot take 16 steps"),
     (("--estimator", "range", "--estimator-param", "0.1"), "no parameter"),
 ])
 def test_cli_errors_are_one_line(args, match):
@@ -467,17 +468,17 @@ def test_cli_errors_are_one_line(args, match):
 
 
 def test_cli_with_checkpoint_reports_psnr(tmp_path, monkeypatch):
-    from qdm_bench.train import FORMAT
+    from qdm_bench.evaluate.train import FORMAT
 
     try:
-        import qdm_bench.quality  # noqa: F401
+        import qdm_bench.evaluate.quality  # noqa: F401
     except ImportError:  # written concurrently: a stand-in with the agreed signature psnr_y(sr, hr) -> (B,)
         def psnr_y(sr, hr):
             w = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255
             mse = (((sr - hr) * w).sum(1) ** 2).flatten(1).mean(1)
             return 10 * torch.log10(1 / mse.clamp_min(1e-10))
 
-        monkeypatch.setitem(sys.modules, "qdm_bench.quality", types.SimpleNamespace(psnr_y=psnr_y))
+        monkeypatch.setitem(sys.modules, "qdm_bench.evaluate.quality", types.SimpleNamespace(psnr_y=psnr_y))
     torch.manual_seed(0)
     ckpt = tmp_path / "qdm-t.pt"
     torch.save({"format": FORMAT, "model": "qdm-t", "overrides": {},

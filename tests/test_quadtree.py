@@ -1,4 +1,4 @@
-"""Tests of qdm.quadtree against independent oracles (spec §2 and §12)."""
+"""Tests of qdm.quadtree against independent oracles (docs/qdm.md §2 and §12)."""
 from __future__ import annotations
 
 import math

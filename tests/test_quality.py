@@ -8,9 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from qdm_bench import quality as q
-from qdm_bench.cli import main
-from qdm_bench.train import ResidualPrediction, TrainConfig, load_checkpoint, train
+from qdm_bench.evaluate import metrics as m
+from qdm_bench.evaluate import quality as q
+from qdm_bench.cli.main import main
+from qdm_bench.evaluate.train import ResidualPrediction, TrainConfig, load_checkpoint, train
 
 
 def _gray(v: torch.Tensor) -> torch.Tensor:
@@ -22,7 +23,7 @@ def test_y_channel_is_bt601():
     img = torch.zeros(3, 3, 2, 2)
     img[0] = 1.0  # white
     img[2, 0] = 1.0  # pure red
-    y = q.y_channel(img)
+    y = m.y_channel(img)
     assert torch.allclose(y[0], torch.full((2, 2), 235.0, dtype=torch.float64), atol=1e-9)
     assert torch.allclose(y[1], torch.full((2, 2), 16.0, dtype=torch.float64), atol=1e-9)
     assert torch.allclose(y[2], torch.full((2, 2), 16 + 65.481, dtype=torch.float64), atol=1e-9)
@@ -35,10 +36,10 @@ def test_psnr_y_matches_closed_form(crop):
     d = 0.01
     sr = hr + d
     expected = 10 * math.log10(255.0 ** 2 / (219.0 * d) ** 2)  # Y = 16 + 219·v on gray images
-    got = q.psnr_y(sr, hr, crop=crop)
+    got = m.psnr_y(sr, hr, crop=crop)
     assert got.shape == (2,)
     assert torch.allclose(got, torch.full((2,), expected, dtype=torch.float64), atol=1e-6)
-    assert torch.allclose(q.psnr_rgb(sr, hr, crop), torch.full((2,), 10 * math.log10(1 / d ** 2),
+    assert torch.allclose(m.psnr_rgb(sr, hr, crop), torch.full((2,), 10 * math.log10(1 / d ** 2),
                                                                  dtype=torch.float64), atol=1e-6)
 
 
@@ -46,37 +47,37 @@ def test_psnr_crop_ignores_the_border():
     hr = _gray(torch.full((1, 1, 32, 32), 0.5))
     sr = hr.clone()
     sr[..., :4, :] = 0.9  # damage only the top 4 rows
-    assert math.isinf(float(q.psnr_y(sr, hr, crop=4)))
-    assert float(q.psnr_y(sr, hr, crop=0)) < 30
+    assert math.isinf(float(m.psnr_y(sr, hr, crop=4)))
+    assert float(m.psnr_y(sr, hr, crop=0)) < 30
 
 
 def test_ssim_y_identity_and_monotone():
     g = torch.Generator().manual_seed(1)
     hr = torch.rand(1, 3, 48, 48, generator=g)
-    assert float(q.ssim_y(hr, hr)) == pytest.approx(1.0)
+    assert float(m.ssim_y(hr, hr)) == pytest.approx(1.0)
     noise = torch.randn(hr.shape, generator=g)
-    s1 = float(q.ssim_y((hr + 0.02 * noise).clamp(0, 1), hr))
-    s2 = float(q.ssim_y((hr + 0.1 * noise).clamp(0, 1), hr))
+    s1 = float(m.ssim_y((hr + 0.02 * noise).clamp(0, 1), hr))
+    s2 = float(m.ssim_y((hr + 0.1 * noise).clamp(0, 1), hr))
     assert 1.0 > s1 > s2 > 0
 
 
 def test_metrics_refuse_minus_one_to_one_range_and_bad_shapes():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        q.psnr_y(-torch.ones(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+        m.psnr_y(-torch.ones(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
     with pytest.raises(ValueError, match="differ in shape"):
-        q.psnr_y(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 16))
+        m.psnr_y(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 16))
     with pytest.raises(ValueError, match="crop"):
-        q.psnr_y(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), crop=4)
+        m.psnr_y(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), crop=4)
 
 
 def test_learned_metrics_without_weights_are_not_available_never_zero(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    q.learned_metric.cache_clear()
+    m.learned_metric.cache_clear()
     try:
         x = torch.rand(1, 3, 32, 32)
-        values, notes = q.score(x, x, metrics=("psnr", "lpips", "musiq", "clipiqa"))
+        values, notes = m.score(x, x, metrics=("psnr", "lpips", "musiq", "clipiqa"))
     finally:
-        q.learned_metric.cache_clear()
+        m.learned_metric.cache_clear()
     assert values["lpips"] == [None] and values["musiq"] == [None] and values["clipiqa"] == [None]
     assert math.isinf(values["psnr"][0])
     text = " | ".join(notes)
@@ -93,7 +94,7 @@ def test_psnr_agrees_with_pyiqa_where_pyiqa_works():
     hr = torch.rand(1, 3, 32, 32, generator=g)
     sr = (hr + 0.03 * torch.randn(hr.shape, generator=g)).clamp(0, 1)
     ref = pyiqa.create_metric("psnr", test_y_channel=True, color_space="ycbcr", device="cpu")
-    assert float(q.psnr_y(sr, hr)) == pytest.approx(float(ref(sr, hr)), abs=1e-3)
+    assert float(m.psnr_y(sr, hr)) == pytest.approx(float(ref(sr, hr)), abs=1e-3)
 
 
 def test_residual_wrapper_adds_bicubic_and_passes_attributes():
@@ -145,7 +146,7 @@ def test_untrained_residual_model_scores_exactly_bicubic(untrained_residual_ckpt
 
 def test_tiled_quality_counts_the_macs_of_the_tiles(untrained_residual_ckpt, tmp_path):
     """--tile auto samples 32x32 tiles (the training crop) as one batch; MACs are those of that batch."""
-    from qdm_bench.macs import count_macs
+    from qdm_bench.measure.macs import count_macs
 
     out = tmp_path / "tiled.jsonl"
     res = CliRunner().invoke(main, ["quality", "--ckpt", str(untrained_residual_ckpt), "-o", str(out),
@@ -195,7 +196,7 @@ def briefly_trained_ckpt(tmp_path_factory):
 def _direct_psnr(ckpt, posterior: str = "paper", seeds=(0,), **sample_kwargs) -> float:
     """PSNR-Y of ResShiftDiffusion run directly on the held-out phantom's LR (the mean over ``seeds``)."""
     from qdm.diffusion import ResShiftDiffusion, eta_schedule
-    from qdm_bench.images import degrade, load_image_set, lr_condition
+    from qdm_bench.data.images import degrade, load_image_set, lr_condition
 
     model, _ = load_checkpoint(ckpt)
     (img,) = [i for i in load_image_set("phantoms", size=64) if i.name == "ct_phantom_noisy"]
@@ -204,7 +205,7 @@ def _direct_psnr(ckpt, posterior: str = "paper", seeds=(0,), **sample_kwargs) ->
     with torch.inference_mode():
         sr = sum(diffusion.sample(model.eval(), lr_condition(degrade(hr, 4)), sf=4, seed=seed, **sample_kwargs).sr
                  for seed in seeds) / len(seeds)
-    return float(q.psnr_y(((sr + 1) / 2).clamp(0, 1), hr, crop=4)[0])
+    return float(m.psnr_y(((sr + 1) / 2).clamp(0, 1), hr, crop=4)[0])
 
 
 def test_posteriors_give_one_masked_cell_each_and_reach_the_sampler(briefly_trained_ckpt, tmp_path):
@@ -232,7 +233,7 @@ def test_posteriors_give_one_masked_cell_each_and_reach_the_sampler(briefly_trai
 
 def test_cli_posterior_modes_are_the_samplers():
     from qdm.diffusion import POSTERIOR_MODES
-    from qdm_bench import cli
+    from qdm_bench.cli import options as cli
 
     assert cli.POSTERIOR_MODES == POSTERIOR_MODES
     res = CliRunner().invoke(main, ["quality", "--ckpt", "x.pt", "--posteriors", "eq4"])
@@ -244,18 +245,20 @@ def test_cli_posterior_modes_are_the_samplers():
 def test_ensemble_scores_the_mean_of_consecutive_seeds(briefly_trained_ckpt):
     """--ensemble 1,3: the 3-sample row scores the mean of the seed-0..2 samples and costs 3x per SR; the
     deterministic sampler gets no ensemble (one result), and an ensemble of a deterministic cell is refused."""
-    from qdm_bench.cells import Cell, measure_cell
+    import dataclasses
+
+    from qdm_bench.measure.core import measure_cell
 
     ckpt = str(briefly_trained_ckpt)
     cells = q.quality_cells(ckpt, thresholds=[None], samplers=("stochastic", "deterministic"), ensembles=(1, 3),
                             tile=0, device="cpu")
-    assert [(c.sampler, c.ensemble) for c in cells] == [("stochastic", 1), ("stochastic", 3), ("deterministic", 1)]
+    assert [(c.sampling.sampler, c.sampling.ensemble) for c in cells] == [("stochastic", 1), ("stochastic", 3), ("deterministic", 1)]
     one, three = measure_cell(cells[0]), measure_cell(cells[1])
     assert three["ensemble"] == 3 and three["macs_per_sr"] == 3 * one["macs_per_sr"] == 3 * 15 * one["macs"]
     assert "mean of 3 stochastic samples (seeds 0..2)" in three["message"]
     assert three["psnr"] == pytest.approx(_direct_psnr(ckpt, seeds=(0, 1, 2)), abs=1e-6)  # summation order
     assert one["psnr"] == pytest.approx(_direct_psnr(ckpt, seeds=(0,)), abs=1e-9) != three["psnr"]
     with pytest.raises(ValueError, match="averages stochastic samples"):
-        measure_cell(Cell(**{**cells[2].__dict__, "ensemble": 2}))
+        measure_cell(dataclasses.replace(cells[2], sampling=dataclasses.replace(cells[2].sampling, ensemble=2)))
     res = CliRunner().invoke(main, ["quality", "--ckpt", ckpt, "--ensemble", "0"])
     assert res.exit_code != 0 and "positive integers" in res.output and "Traceback" not in res.output

@@ -21,7 +21,7 @@ from qdm_bench.report import (
     window_patch_table,
     write_report,
 )
-from qdm_bench.results import ResultsError, append_result, empty_row
+from qdm_bench.measure.results import ResultsError, append_result, empty_row
 
 CPU = "Test CPU 9000"
 MIB = 2**20

@@ -7,10 +7,12 @@ import math
 import pytest
 import torch
 
-import qdm_bench.cells as cells_mod
-from qdm_bench.cells import Cell, measure_in_process, run_cells
+import qdm_bench.measure.core as cells_mod
+from qdm_bench.measure.cell import Cell
+from qdm_bench.measure.core import measure_in_process
+from qdm_bench.measure.runner import run_cells
 from qdm_bench.registry import create_model
-from qdm_bench.results import (
+from qdm_bench.measure.results import (
     COLUMNS,
     FINISHED,
     ResultsError,
@@ -113,12 +115,12 @@ def test_blank_lines_are_skipped(tmp_path):
     assert [r["key"] for r in read_results(path)] == ["a"]
 
 
-def test_finished_keys_counts_ok_oom_skipped_not_error(tmp_path):
+def test_finished_keys_counts_ok_and_oom_not_error(tmp_path):
     path = tmp_path / "r.jsonl"
-    for key, status in (("ok", "ok"), ("oom", "oom"), ("skip", "skipped"), ("err", "error"), ("none", None)):
+    for key, status in (("ok", "ok"), ("oom", "oom"), ("err", "error"), ("none", None)):
         append_result(path, empty_row(key=key, status=status))
-    assert finished_keys(path) == {"ok", "oom", "skip"}
-    assert FINISHED == {"ok", "oom", "skipped"}
+    assert finished_keys(path) == {"ok", "oom"}
+    assert FINISHED == {"ok", "oom"}
 
 
 # -- one cell in process -----------------------------------------------------------------------------------------
@@ -130,7 +132,7 @@ def _learnable(name: str, **overrides) -> int:
 
 
 def test_params_and_macs_cell():
-    row = measure_in_process(Cell(model="dit-s/8", height=32, width=32, metrics=CHEAP))
+    row = measure_in_process(Cell.create(model="dit-s/8", height=32, width=32, metrics=CHEAP))
     assert row["status"] == "ok", row["message"]
     assert set(row) == set(COLUMNS)
     assert row["params"] == _learnable("dit-s/8")
@@ -144,32 +146,32 @@ def test_params_and_macs_cell():
     assert row["model"] == "dit-s/8" and row["height"] == row["width"] == 32 and row["batch"] == 1
     assert row["peak_mem_bytes"] is None and row["latency_median_ms"] is None  # not asked for
     assert row["torch_version"] == torch.__version__ and row["elapsed_s"] >= 0
-    assert row["key"] == Cell(model="dit-s/8", height=32, width=32, metrics=CHEAP).key
+    assert row["key"] == Cell.create(model="dit-s/8", height=32, width=32, metrics=CHEAP).key
 
 
 def test_bad_resolution_is_an_error_row():
-    row = measure_in_process(Cell(model="dit-s/8", height=36, width=36, metrics=CHEAP))
+    row = measure_in_process(Cell.create(model="dit-s/8", height=36, width=36, metrics=CHEAP))
     assert row["status"] == "error"
     assert "multiple" in row["message"] and "36x36" in row["message"]
     assert set(row) == set(COLUMNS) and row["model"] == "dit-s/8"
 
 
 def test_unknown_model_is_an_error_row():
-    row = measure_in_process(Cell(model="no-such-model", height=32, width=32, metrics=CHEAP))
+    row = measure_in_process(Cell.create(model="no-such-model", height=32, width=32, metrics=CHEAP))
     assert row["status"] == "error"
     assert "unknown model" in row["message"] and "no-such-model" in row["message"]
     assert row["family"] is None
 
 
 def test_bad_dtype_and_metric_are_error_rows():
-    row = measure_in_process(Cell(model="dit-s/8", height=32, width=32, dtype="int4", metrics=CHEAP))
+    row = measure_in_process(Cell.create(model="dit-s/8", height=32, width=32, dtype="int4", metrics=CHEAP))
     assert row["status"] == "error" and "dtype" in row["message"]
-    row = measure_in_process(Cell(model="dit-s/8", height=32, width=32, metrics=("flops",)))
+    row = measure_in_process(Cell.create(model="dit-s/8", height=32, width=32, metrics=("flops",)))
     assert row["status"] == "error" and "metrics" in row["message"]
 
 
 def test_memory_and_speed_cell_on_cpu():
-    cell = Cell(model="dit-s/8", height=32, width=32, metrics=("memory", "speed"), warmup=1, reps=3, max_time_s=2)
+    cell = Cell.create(model="dit-s/8", height=32, width=32, metrics=("memory", "speed"), warmup=1, reps=3, max_time_s=2)
     row = measure_in_process(cell)
     assert row["status"] == "ok", row["message"]
     assert row["peak_mem_bytes"] is not None
@@ -181,7 +183,7 @@ def test_memory_and_speed_cell_on_cpu():
 
 
 def test_cell_above_cpu_max_res_is_estimated_and_not_timed():
-    cell = Cell(model="dit-s/8", height=32, width=32, metrics=("memory", "speed"), cpu_max_res=16)
+    cell = Cell.create(model="dit-s/8", height=32, width=32, metrics=("memory", "speed"), cpu_max_res=16)
     row = measure_in_process(cell)
     assert row["status"] == "ok", row["message"]
     assert row["mem_estimated"] is True
@@ -198,8 +200,8 @@ QDM_TOTAL_WINDOWS = (64 // (2 * 8)) ** 2  # 64×64 input, downstream patch 2, wi
 
 
 def test_qdm_cell_records_windows_and_sparse_macs():
-    sparse = measure_in_process(Cell(model="qdm-t", height=64, width=64, density=0.5, metrics=CHEAP))
-    dense = measure_in_process(Cell(model="qdm-t", height=64, width=64, metrics=CHEAP))
+    sparse = measure_in_process(Cell.create(model="qdm-t", height=64, width=64, density=0.5, metrics=CHEAP))
+    dense = measure_in_process(Cell.create(model="qdm-t", height=64, width=64, metrics=CHEAP))
     assert sparse["status"] == dense["status"] == "ok", (sparse["message"], dense["message"])
     assert sparse["params"] == dense["params"] == _learnable("qdm-t")
     assert sparse["total_windows"] == dense["total_windows"] == QDM_TOTAL_WINDOWS
@@ -215,7 +217,7 @@ def test_qdm_cell_records_windows_and_sparse_macs():
 def test_qdm_macs_are_affine_in_selected_windows():
     macs = {}
     for d in (0.25, 0.5, None):
-        row = measure_in_process(Cell(model="qdm-t", height=64, width=64, density=d, metrics=("macs",)))
+        row = measure_in_process(Cell.create(model="qdm-t", height=64, width=64, density=d, metrics=("macs",)))
         assert row["status"] == "ok", row["message"]
         macs[row["active_windows"]] = row["macs"]
     assert sorted(macs) == [4, 8, 16]
@@ -227,7 +229,7 @@ def test_qdm_macs_are_affine_in_selected_windows():
 @pytest.mark.parametrize("density", [None, 0.5])
 def test_qdm_estimated_memory_cell(density):
     # above cpu_max_res the window plan is computed on the real mask, only the compute runs on meta
-    row = measure_in_process(Cell(model="qdm-t", height=64, width=64, density=density, metrics=("memory", "speed"),
+    row = measure_in_process(Cell.create(model="qdm-t", height=64, width=64, density=density, metrics=("memory", "speed"),
                                   cpu_max_res=32))
     assert row["status"] == "ok", row["message"]
     assert row["mem_estimated"] is True and row["mem_method"].startswith("estimated")
@@ -237,7 +239,7 @@ def test_qdm_estimated_memory_cell(density):
 
 
 def test_qdm_estimate_shrinks_with_density():
-    rows = [measure_in_process(Cell(model="qdm-t", height=64, width=64, density=d, metrics=("memory",),
+    rows = [measure_in_process(Cell.create(model="qdm-t", height=64, width=64, density=d, metrics=("memory",),
                                     cpu_max_res=32)) for d in (0.25, None)]
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[0]["peak_mem_bytes"] < rows[1]["peak_mem_bytes"]
@@ -256,7 +258,7 @@ def _oom() -> BaseException:
 
 
 def _fake_ok(cell, progress=None):
-    return empty_row(key=cell.key, model=cell.model, height=cell.height, width=cell.width, status="ok")
+    return empty_row(key=cell.key, model=cell.model.name, height=cell.input.height, width=cell.input.width, status="ok")
 
 
 def test_simulated_oom_becomes_an_oom_row(monkeypatch):
@@ -264,7 +266,7 @@ def test_simulated_oom_becomes_an_oom_row(monkeypatch):
         raise _oom()
 
     monkeypatch.setattr(cells_mod, "measure_cell", boom)
-    row = measure_in_process(Cell(model="dit-s/8", height=32, width=32, metrics=CHEAP))
+    row = measure_in_process(Cell.create(model="dit-s/8", height=32, width=32, metrics=CHEAP))
     assert row["status"] == "oom"
     assert OOM_MSG in row["message"]
     assert set(row) == set(COLUMNS) and row["model"] == "dit-s/8" and row["family"] == "dit"
@@ -272,7 +274,7 @@ def test_simulated_oom_becomes_an_oom_row(monkeypatch):
 
 def test_run_cells_writes_oom_and_goes_on(monkeypatch, tmp_path):
     out = tmp_path / "r.jsonl"
-    big, small = (Cell(model="dit-s/8", height=s, width=s, metrics=CHEAP) for s in (64, 32))
+    big, small = (Cell.create(model="dit-s/8", height=s, width=s, metrics=CHEAP) for s in (64, 32))
 
     def fake(cell, progress=None):
         if cell == big:
@@ -289,7 +291,7 @@ def test_run_cells_writes_oom_and_goes_on(monkeypatch, tmp_path):
 
 def test_error_row_is_retried_on_the_next_run(monkeypatch, tmp_path):
     out = tmp_path / "r.jsonl"
-    cell = Cell(model="dit-s/8", height=32, width=32, metrics=CHEAP)
+    cell = Cell.create(model="dit-s/8", height=32, width=32, metrics=CHEAP)
 
     def broken(cell, progress=None):
         raise ZeroDivisionError("something broke")
@@ -310,9 +312,9 @@ def test_error_row_is_retried_on_the_next_run(monkeypatch, tmp_path):
 
 def test_run_cells_resumes(tmp_path):
     out = tmp_path / "r.jsonl"
-    a = Cell(model="dit-s/8", height=32, width=32, metrics=CHEAP)
-    b = Cell(model="dit-s/8", height=64, width=32, metrics=CHEAP)
-    c = Cell(model="dit-s/8", height=32, width=32, batch=2, metrics=CHEAP)
+    a = Cell.create(model="dit-s/8", height=32, width=32, metrics=CHEAP)
+    b = Cell.create(model="dit-s/8", height=64, width=32, metrics=CHEAP)
+    c = Cell.create(model="dit-s/8", height=32, width=32, batch=2, metrics=CHEAP)
     seen = []
     first = run_cells([a, b], out, isolate=False, on_done=lambda cell, row: seen.append((cell, row["status"])))
     assert [r["status"] for r in first.measured] == ["ok", "ok"] and first.skipped == 0
@@ -331,16 +333,16 @@ def test_run_cells_resumes(tmp_path):
 
 
 def test_cell_key_identifies_every_parameter():
-    a = Cell(model="dit-s/8", height=32, width=32, metrics=("params", "macs"))
-    assert a.key == Cell(model="dit-s/8", height=32, width=32, metrics=("macs", "params")).key  # metric order
-    assert a.key != Cell(model="dit-s/8", height=32, width=32, metrics=("params",)).key
-    assert a.key != Cell(model="dit-s/8", height=32, width=32, metrics=CHEAP, dtype="bf16").key
-    assert a.key != Cell(model="dit-s/8", height=32, width=32, metrics=CHEAP, seed=1).key
+    a = Cell.create(model="dit-s/8", height=32, width=32, metrics=("params", "macs"))
+    assert a.key == Cell.create(model="dit-s/8", height=32, width=32, metrics=("macs", "params")).key  # metric order
+    assert a.key != Cell.create(model="dit-s/8", height=32, width=32, metrics=("params",)).key
+    assert a.key != Cell.create(model="dit-s/8", height=32, width=32, metrics=CHEAP, dtype="bf16").key
+    assert a.key != Cell.create(model="dit-s/8", height=32, width=32, metrics=CHEAP, seed=1).key
 
 
 def test_run_cells_in_a_subprocess(tmp_path):
     out = tmp_path / "r.jsonl"
-    cell = Cell(model="dit-s/8", height=32, width=32, metrics=("params",))
+    cell = Cell.create(model="dit-s/8", height=32, width=32, metrics=("params",))
     report = run_cells([cell], out, isolate=True, timeout=300)
     (row,) = report.measured
     assert row["status"] == "ok", row["message"]

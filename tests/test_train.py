@@ -7,8 +7,8 @@ import torch
 from click.testing import CliRunner
 
 import pytest
-from qdm_bench.cli import main
-from qdm_bench.train import CheckpointError, TrainConfig, load_checkpoint, train
+from qdm_bench.cli.main import main
+from qdm_bench.evaluate.train import CheckpointError, TrainConfig, load_checkpoint, train
 
 TINY = dict(model="qdm-t", images="phantoms", image_size=64, holdout=1, crop=32, batch=2, seed=3)
 
@@ -20,9 +20,9 @@ def _weights(path):
 def test_same_seed_same_weights_and_exact_resume(tmp_path):
     a = train(TrainConfig(steps=4, ckpt_every=4, **TINY), tmp_path / "a")
     b = train(TrainConfig(steps=4, ckpt_every=4, **TINY), tmp_path / "b")
-    first = torch.load(train(TrainConfig(steps=2, ckpt_every=2, **TINY), tmp_path / "c"), weights_only=False)
+    first = torch.load(train(TrainConfig(steps=2, ckpt_every=2, **TINY), tmp_path / "c"), weights_only=True)
     c = train(TrainConfig(steps=4, ckpt_every=2, **TINY), tmp_path / "c")  # resumes from step 2
-    resumed = torch.load(c, weights_only=False)
+    resumed = torch.load(c, weights_only=True)
     assert 0 < first["train_seconds"] < resumed["train_seconds"]  # wall time accumulates over resumed runs
     wa, wb, wc = _weights(a), _weights(b), _weights(c)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -61,14 +61,14 @@ def test_resume_with_other_options_is_refused(tmp_path):
 def test_train_cli_and_bad_input(tmp_path):
     runner = CliRunner()
     ok = runner.invoke(main, ["train", "-m", "qdm-t", "--images", "phantoms", "--image-size", "64", "--holdout", "1",
-                              "--crop", "32", "--batch", "2", "--steps", "2", "-o", str(tmp_path / "run")])
+                              "--crop", "32", "--batch", "2", "--steps", "2", "--run-dir", str(tmp_path / "run")])
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "run" / "last.pt").exists()
-    bad = runner.invoke(main, ["train", "-m", "qdm-t", "--crop", "40", "--steps", "1", "-o", str(tmp_path / "x")])
+    bad = runner.invoke(main, ["train", "-m", "qdm-t", "--crop", "40", "--steps", "1", "--run-dir", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "multiples of 16" in bad.output.strip().splitlines()[-1]
     empty = tmp_path / "empty"
     empty.mkdir()
-    bad = runner.invoke(main, ["train", "--images", str(empty), "--steps", "1", "-o", str(tmp_path / "y")])
+    bad = runner.invoke(main, ["train", "--images", str(empty), "--steps", "1", "--run-dir", str(tmp_path / "y")])
     assert bad.exit_code != 0 and "no images" in bad.output.strip().splitlines()[-1]
 
 
@@ -77,14 +77,14 @@ def test_other_designs_train_and_score_with_their_own_process(name, tmp_path):
     """BI-DiffSR (DDPM ε-loss) and the dual-domain model (multiscale loss) train and sample through the same CLI."""
     from click.testing import CliRunner
 
-    from qdm_bench.cli import main
+    from qdm_bench.cli.main import main
 
     runner = CliRunner()
     res = runner.invoke(main, ["train", "-m", name, "--images", "phantoms", "--image-size", "32", "--holdout", "1",
-                               "--crop", "32", "--batch", "2", "--steps", "2", "--threads", "1", "-o",
+                               "--crop", "32", "--batch", "2", "--steps", "2", "--threads", "1", "--run-dir",
                                str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
-    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ckpt["model"] == name and len(ckpt["losses"]) == 2 and all(math.isfinite(v) for v in ckpt["losses"])
     res = runner.invoke(main, ["quality", "--ckpt", str(tmp_path / "run" / "last.pt"), "--device", "cpu",
                                "--thresholds", "full,0.15", "--posteriors", "paper,reference",
@@ -107,7 +107,7 @@ def test_kappa_and_residual_are_refused_for_other_processes(tmp_path):
 def test_preconditioned_skip_is_the_least_squares_estimate_of_the_residual():
     """Oracle: for x_t − y0 = (1−η)r + σε with r ~ N(0, s²), E[r | x_t] = (1−η)s²/((1−η)²s² + σ²)·(x_t − y0)."""
     from qdm.diffusion import ResShiftDiffusion, eta_schedule
-    from qdm_bench.train import PreconditionedResidual
+    from qdm_bench.evaluate.train import PreconditionedResidual
 
     class Zero(torch.nn.Module):
         def forward(self, x_t, t, lq, mask=None):
@@ -137,7 +137,7 @@ def test_preconditioned_checkpoint_round_trip(tmp_path):
     cfg = TrainConfig(**{**TINY, "steps": 2, "prediction": "preconditioned", "kappa": 0.5})
     last = train(cfg, tmp_path)
     model, ckpt = load_checkpoint(last)
-    from qdm_bench.train import PreconditionedResidual
+    from qdm_bench.evaluate.train import PreconditionedResidual
 
     assert isinstance(model, PreconditionedResidual) and ckpt["config"]["kappa"] == 0.5
     assert set(ckpt["state_dict"]) == set(model.module.state_dict())  # checkpoints hold the bare network

@@ -1,4 +1,4 @@
-"""U-Net and Swin-U-Net baselines (spec: shared/spec/baselines.md §2, §3, §6, §8)."""
+"""U-Net and Swin-U-Net baselines (spec: docs/baselines.md §2, §3, §6, §8)."""
 from __future__ import annotations
 
 import pytest
@@ -24,7 +24,7 @@ def on_meta(factory, **kw) -> torch.nn.Module:
         return factory(**kw)
 
 
-# ---- parameter formulas of spec §2.5 / §3.5 (the oracle), generalised to model_channels mc, time dim 4·mc ----
+# ---- parameter formulas of docs/baselines.md §2.5 / §3.5 (the oracle), generalised to model_channels mc, time dim 4·mc ----
 
 def resblock_formula(cin: int, cout: int, tdim: int) -> int:
     n = 2 * cin + 9 * cin * cout + cout + tdim * 2 * cout + 2 * cout + 2 * cout + 9 * cout * cout + cout
@@ -86,7 +86,7 @@ def test_small_variant_matches_per_module_formulas():
 
 def test_registry_entries_and_no_buffers():
     assert resolve("unet").multiple == 8 and resolve("swin-unet").multiple == 64
-    assert resolve("unet").default_cfg["model_channels"] == 160
+    assert on_meta(unet).model_channels == 160 and on_meta(swin_unet).model_channels == 160
     assert on_meta(unet).input_multiple == 8
     assert on_meta(swin_unet).input_multiple == 64  # 3 downsamples × 8×8 windows at the 1/8 level
     assert list(on_meta(swin_unet).buffers()) == []  # masks and indices are built lazily, not stored
@@ -94,7 +94,7 @@ def test_registry_entries_and_no_buffers():
     assert n_params(m) == unet_formula(32, attention_formula)
 
 
-# ---- MACs against spec §6.1 (closed form) and §6.2 (measured anchors) ----
+# ---- MACs against docs/baselines.md §6.1 (closed form) and §6.2 (measured anchors) ----
 
 def closed_form_macs(res: int, swin: bool) -> int:
     """Spec §6.1 closed-form MACs of the Figure-5 model at res×res, batch 1."""
@@ -137,7 +137,7 @@ def test_macs_match_closed_form_on_meta(factory, swin, res):
         model(x, torch.zeros(1, dtype=torch.long, device="meta"), x)
     macs = counter.get_total_flops() // 2
     assert macs == closed_form_macs(res, swin)
-    if res == 64:  # spec §6.2 measured anchors, GMACs
+    if res == 64:  # docs/baselines.md §6.2 measured anchors, GMACs
         assert round(macs / 1e9, 3) == (50.662 if swin else 53.957)
 
 

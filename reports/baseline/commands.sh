@@ -22,6 +22,6 @@ qdm-bench run --models qdm-t --res 128 --density 0.25 --threads 1 --reps 10 --ma
 # cosine decay. Sampled in tiles of the 64 px training crop with the paper's stochastic sampler (one sample, and the
 # mean of 8) and with its deterministic variant.
 qdm-bench train -m qdm-t --prediction preconditioned --kappa 0.5 --steps 1500 --lr 1e-3 --lr-schedule cosine --seed 0 \
-  --threads 2 -o "$OUT/run" --no-resume
+  --threads 2 --run-dir "$OUT/run" --no-resume
 qdm-bench quality --ckpt "$OUT/run/last.pt" --thresholds full,0.15 --samplers stochastic,deterministic \
   --posteriors paper,reference --ensemble 1,8 --threads 2 -o "$OUT/quality.jsonl" --summary "$OUT/quality.md"

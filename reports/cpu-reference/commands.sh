@@ -8,5 +8,5 @@ qdm-bench ablate threshold --images builtin --device cpu -o threshold.jsonl
 qdm-bench ablate window -m qdm-b --res 128 --device cpu -o window.jsonl
 qdm-bench ablate patch -m qdm-b --res 128 --device cpu -o patch.jsonl
 qdm-bench ablate res --device cpu -o res.jsonl
-qdm-bench report run-128.jsonl figure5-1024.jsonl threshold.jsonl window.jsonl patch.jsonl res.jsonl -o . \
+qdm-bench report run-128.jsonl figure5-1024.jsonl threshold.jsonl window.jsonl patch.jsonl res.jsonl --out-dir . \
     --title "qdm-bench CPU reference"

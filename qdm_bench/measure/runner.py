@@ -1,0 +1,163 @@
+"""Running many cells: each in a fresh subprocess where it allocates real tensors, resumable, failures as rows.
+
+:func:`run_cells` validates every cell first (nothing runs if one is invalid), skips cells already finished in
+the results file, appends each row as soon as it exists, and turns crashes, timeouts and out-of-memory into rows
+(``status`` ``error`` / ``oom``) so the sweep goes on.  Executors: one cell after another, ``jobs`` local
+processes at once, or one Slurm job per cell through submitit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from qdm_bench.errors import ConfigError
+from qdm_bench.measure.cell import Cell
+from qdm_bench.measure.core import error_row, measure_in_process
+from qdm_bench.measure.results import FINISHED, append_result, read_results
+from qdm_bench.measure.validate import validate_cells
+
+__all__ = ["RunReport", "run_cells", "run_in_subprocess", "measure_cell_dict"]
+
+
+@dataclass
+class RunReport:
+    """What happened in a run: rows measured now, how many cells were found finished, and every cell's row in order."""
+
+    measured: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_in_subprocess(cell: Cell, timeout: float | None = None) -> dict[str, Any]:
+    """Measure a cell in a fresh Python process; failures, timeouts and kills become error/oom rows."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="qdm-bench-") as tmp:
+        out = Path(tmp) / "row.json"
+        env = dict(os.environ)
+        if cell.run.threads is not None and cell.run.device == "cpu":
+            env.update(OMP_NUM_THREADS=str(cell.run.threads), MKL_NUM_THREADS=str(cell.run.threads))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "qdm_bench.measure.worker", str(out)],
+                                  input=json.dumps(cell.flat()), text=True, capture_output=True,
+                                  timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return error_row(cell, "error", f"timed out after {timeout:.0f} s", time.perf_counter() - t0)
+        if out.exists():
+            return json.loads(out.read_text())
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()
+        why = tail[-1] if tail else "no output"
+        if proc.returncode < 0:
+            sig = -proc.returncode
+            why = f"killed by signal {sig}" + (" (likely the out-of-memory killer)" if sig == 9 else "")
+        return error_row(cell, "error", f"worker exited with code {proc.returncode}: {why}",
+                          time.perf_counter() - t0)
+
+
+def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "auto", timeout: float | None = None,
+              on_start: Callable[[Cell], None] | None = None,
+              on_done: Callable[[Cell, dict[str, Any]], None] | None = None, jobs: int = 1,
+              executor: str = "local", slurm: dict[str, Any] | None = None,
+              extra: dict[str, Any] | None = None, validated: bool = False) -> RunReport:
+    """Measure cells not yet finished in ``out``, appending each row as soon as it exists.
+
+    ``isolate``: ``"auto"`` (default) runs every cell that allocates real tensors in a fresh subprocess and
+    meta-only cells (parameters, MACs, estimated memory) here; ``True`` isolates every cell; ``False`` none.
+    ``jobs`` > 1 runs that many isolated cells at once (local executor; every cell then gets its own process).
+    ``extra`` values (e.g. the command line) are stored in every new row.  Every cell is validated first
+    (:func:`qdm_bench.measure.validate.validate_cells`) unless the caller did (``validated``).
+    ``executor="slurm"`` submits each cell as a Slurm job through submitit (``slurm``: submitit parameters such as
+    ``slurm_partition``, ``timeout_min``, ``gpus_per_node``; ``folder`` for logs); rows are gathered into ``out``.
+    A cell already finished in ``out`` is not measured again: its stored row is reported with ``cached=True``.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    if executor not in ("local", "slurm"):
+        raise ConfigError(f"unknown executor {executor!r}; use local or slurm")
+    cells = list(cells)
+    if not validated:  # the CLI validates before it prints anything
+        validate_cells(cells)
+    previous = {r.get("key"): r for r in (read_results(out) if Path(out).exists() else [])
+                if r.get("status") in FINISHED}
+    report = RunReport()
+    rows: dict[str, dict[str, Any]] = {}
+    pending: list[Cell] = []
+    for cell in cells:
+        if cell.key in previous:
+            report.skipped += 1
+            rows[cell.key] = dict(previous[cell.key], cached=True)
+            if on_done:
+                on_done(cell, rows[cell.key])
+        elif cell.key not in {c.key for c in pending}:
+            pending.append(cell)
+
+    def finish(cell: Cell, row: dict[str, Any]) -> None:
+        row.update(extra or {})
+        append_result(out, row)
+        rows[cell.key] = row
+        report.measured.append(row)
+        if on_done:
+            on_done(cell, row)
+
+    if executor == "slurm":
+        _run_submitit(pending, finish, on_start, slurm or {})
+    elif jobs > 1:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {}
+            for cell in pending:
+                if on_start:
+                    on_start(cell)
+                futures[pool.submit(run_in_subprocess, cell, timeout)] = cell
+            for fut in as_completed(futures):
+                finish(futures[fut], fut.result())
+    else:
+        for cell in pending:
+            if on_start:
+                on_start(cell)
+            sub = cell.needs_isolation if isolate == "auto" else bool(isolate)
+            finish(cell, run_in_subprocess(cell, timeout) if sub else measure_in_process(cell))
+    report.rows = [rows[c.key] for c in dict((c.key, c) for c in cells).values() if c.key in rows]
+    return report
+
+
+def measure_cell_dict(cell: dict[str, Any]) -> dict[str, Any]:
+    """Measure a cell given as its flat dict (picklable entry point for cluster executors)."""
+    return measure_in_process(Cell.from_flat(cell))
+
+
+def _run_submitit(cells: list[Cell], finish, on_start, params: dict[str, Any]) -> None:
+    """Submit every cell as its own job with submitit and record rows as jobs complete."""
+    try:
+        import submitit
+    except ImportError:
+        raise ImportError("--executor slurm needs submitit: pip install submitit (or qdm-bench[slurm])") from None
+    params = dict(params)
+    folder = params.pop("folder", "results/submitit/%j")
+    cluster = params.pop("cluster", None)
+    ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params.setdefault("timeout_min", 60)
+    if ex.cluster == "slurm":
+        params.setdefault("gpus_per_node", 1)
+    ex.update_parameters(**params)
+    jobs = {}
+    for cell in cells:
+        if on_start:
+            on_start(cell)
+        jobs[ex.submit(measure_cell_dict, cell.flat())] = cell
+    for job in submitit.helpers.as_completed(list(jobs)):
+        cell = jobs[job]
+        try:
+            row = job.result()
+        except Exception as e:  # noqa: BLE001 - a failed job is a result row
+            row = error_row(cell, "error", f"job {job.job_id} failed: {str(e).strip().splitlines()[-1][:300]}", 0.0)
+        finish(cell, row)
+
+

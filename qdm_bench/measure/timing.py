@@ -1,0 +1,144 @@
+"""Latency of one forward: warm-up, timed repetitions, median with p10/p90 (``docs/measurement.md`` §4)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from qdm_bench.measure.memory import _device
+
+__all__ = ["TimingResult", "time_fn", "percentile", "PLUGIN"]
+
+
+@dataclass
+class TimingResult:
+    """Latency samples of one callable (milliseconds) with their summary statistics."""
+
+    samples_ms: list[float]
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    n: int
+    warmup: int
+    threads: int
+    device: str
+    method: str  # "cuda-events" or "perf_counter"
+    stopped_early: bool = False  # max_time cut the run short of ``reps``
+    notes: str | None = None
+
+    def throughput(self, batch: int) -> float:
+        """Images per second: ``batch / median``."""
+        return batch / (self.median_ms / 1000.0) if self.median_ms > 0 else math.inf
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The q-th percentile (0–100) with linear interpolation between order statistics (numpy's default)."""
+    if not samples:
+        raise ValueError("percentile of an empty sample list")
+    xs = sorted(samples)
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+# -- speed -------------------------------------------------------------------------------------------------------
+
+def time_fn(
+    fn: Callable[[], Any],
+    device: str | torch.device = "cpu",
+    warmup: int = 10,
+    reps: int = 30,
+    min_time: float = 0.0,
+    max_time: float | None = None,
+) -> TimingResult:
+    """Time ``fn()``: ``warmup`` untimed calls, then timed reps, every sample kept (docs/measurement.md §4).
+
+    CUDA: a CUDA event pair around each rep, synchronised after it (only device time between the events counts).
+    Other devices: ``time.perf_counter()`` around each rep.  It runs ``reps`` reps, more while the total timed time
+    is below ``min_time`` seconds, and stops early once the total timed time reaches ``max_time`` seconds (after at
+    least 3 reps, or ``reps`` if fewer were asked) — so a slow CPU cell cannot run for an hour.  The thread count is
+    whatever the caller fixed with ``torch.set_num_threads`` and is recorded.
+    """
+    if reps < 1:
+        raise ValueError(f"reps must be at least 1, got {reps}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    dev = _device(device)
+    cuda = dev.type == "cuda"
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize(dev)
+    min_reps = min(reps, 3)
+    samples: list[float] = []
+    total = 0.0
+    stopped_early = False
+    while True:
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(dev)
+            ms = start.elapsed_time(end)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            ms = (time.perf_counter() - t0) * 1000.0
+        samples.append(ms)
+        total += ms / 1000.0
+        n = len(samples)
+        if max_time is not None and total >= max_time and n >= min_reps:
+            stopped_early = n < reps
+            break
+        if n >= reps and total >= min_time:
+            break
+    n = len(samples)
+    note = f"stopped after {n} of {reps} reps: max_time {max_time} s reached" if stopped_early else None
+    return TimingResult(
+        samples_ms=samples, median_ms=percentile(samples, 50), p10_ms=percentile(samples, 10),
+        p90_ms=percentile(samples, 90), mean_ms=sum(samples) / n, min_ms=min(samples), n=n, warmup=warmup,
+        threads=torch.get_num_threads(), device=str(dev), method="cuda-events" if cuda else "perf_counter",
+        stopped_early=stopped_early, notes=note,
+    )
+
+
+class SpeedPlugin:
+    """Latency of one forward: warm-up (calls and seconds), then timed repetitions within a time budget."""
+
+    name = "speed"
+    columns = {
+        "latency_median_ms": "median latency of one forward, ms", "latency_p10_ms": "10th percentile, ms",
+        "latency_p90_ms": "90th percentile, ms", "latency_n": "timed repetitions",
+        "throughput_img_s": "batch / median latency, images per second",
+        "windows_per_s": "computed windows / median latency (mask-using models)",
+    }
+
+    def measure(self, ctx, row) -> None:
+        """Time the real forward, or note why speed was not measured (CPU above --cpu-max-res)."""
+        cell, run = ctx.cell, ctx.cell.run
+        if not cell.real_run:
+            ctx.notes.append(f"speed not measured: {cell.input.height}x{cell.input.width} on CPU is above "
+                             f"--cpu-max-res {run.cpu_max_res}; raise it to force a (slow) CPU run")
+            return
+        _, fn = ctx.real()
+        ctx.say("warm-up")
+        deadline = time.perf_counter() + run.warmup_s
+        for _ in range(max(1, run.warmup)):
+            fn()
+            if time.perf_counter() > deadline:
+                break
+        ctx.say("timing")
+        tm = time_fn(fn, run.device, warmup=0, reps=run.reps, max_time=run.max_time_s)
+        row.update(latency_median_ms=tm.median_ms, latency_p10_ms=tm.p10_ms, latency_p90_ms=tm.p90_ms,
+                   latency_n=tm.n, throughput_img_s=cell.input.batch * 1000.0 / tm.median_ms)
+        if ctx.plan is not None:
+            row["windows_per_s"] = ctx.plan.n_selected * 1000.0 / tm.median_ms
+
+
+PLUGIN = SpeedPlugin()
