@@ -4,6 +4,8 @@ Run:  pytest bench.py --benchmark-enable --benchmark-json=bench.json   (1 CPU th
 Each benchmark carries its parameters, exact MACs and (QDM) window density as ``extra_info``, so a saved run says
 what was timed.  Without ``--benchmark-enable`` (the project default) every cell runs once as a smoke test.
 """
+import os
+
 import pytest
 import torch
 
@@ -49,3 +51,28 @@ def test_forward(benchmark, name, res, density):
 
     out = benchmark(forward)
     assert out.shape == inputs["x_t"].shape[:1] + (3,) + inputs["x_t"].shape[2:]
+
+
+FIGURE5 = "qdm-s,qdm-b,qdm-l,dit-s/8,dit-l/8,dit-s/2,unet,swin-unet"
+
+
+@pytest.mark.parametrize("command", ["macs", "memory"])
+def test_figure5_at_1024(benchmark, command, tmp_path):
+    """`qdm-bench macs|memory --res 1024` for the 8 Figure-5 models, end to end in a fresh process (import, counting,
+    estimating, writing the results file) on the CPU: the wall time the README states comes from here."""
+    import subprocess
+    import sys
+
+    counter = iter(range(10 ** 6))
+
+    def run():
+        out = tmp_path / f"{command}-{next(counter)}.jsonl"
+        subprocess.run([sys.executable, "-c", "import sys; from qdm_bench.cli.main import main; sys.exit(main())",
+                        command, "--res", "1024", "-m", FIGURE5, "--device", "cpu", "-o", str(out)], check=True,
+                       capture_output=True)
+        return out
+
+    out = benchmark.pedantic(run, rounds=3, iterations=1)
+    benchmark.extra_info.update(command=f"qdm-bench {command} --res 1024", models=FIGURE5,
+                                load_average=os.getloadavg()[0])
+    assert len(out.read_text().splitlines()) == 8

@@ -109,8 +109,10 @@ Re-running the same command resumes from RUN_DIR/last.pt.
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
               help="Learning-rate schedule (cosine: decays to 0 at --steps).")
 @click.option("--no-resume", is_flag=True, help="Start from scratch even if RUN_DIR/last.pt exists (it is overwritten).")
+@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Off a terminal (CI, Slurm, a log file): a progress line every this many steps.")
 def train(model, images, image_size, holdout, crop, scale, batch, steps, lr, seed, ckpt_every, threads, out_dir,
-          prediction, kappa, lr_schedule, no_resume) -> None:
+          prediction, kappa, lr_schedule, no_resume, log_every) -> None:
     """Train a model with its diffusion objective (QDM: Eq. 6) on random crops of an image set; resumable."""
     from qdm_bench.evaluate.train import TrainConfig
     from qdm_bench.evaluate.train import train as run_training
@@ -123,19 +125,47 @@ def train(model, images, image_size, holdout, crop, scale, batch, steps, lr, see
     if kappa is not None and not kappa > 0:
         raise click.BadParameter(f"must be > 0, got {kappa}", param_hint="--kappa")
     out = out_dir or f"runs/{model.replace('/', '_').replace(':', '_')}"
-    with click.progressbar(length=steps, label=f"train {model}", file=sys.stderr, show_pos=True,
-                           item_show_func=lambda s: s) as bar:
-        state = {"avg": None}
+    from qdm_bench.evaluate.train import TrainingInterrupted, read_checkpoint
 
-        def progress(step: int, loss: float) -> None:
-            state["avg"] = loss if state["avg"] is None else 0.98 * state["avg"] + 0.02 * loss
-            bar.update(step - bar.pos, f"loss {state['avg']:.4f}")
-
-        last = run_training(cfg, out, resume=not no_resume, progress=progress)
-    from qdm_bench.evaluate.train import read_checkpoint
+    try:
+        last = _train_with_progress(cfg, out, not no_resume, log_every, run_training)
+    except TrainingInterrupted as e:
+        click.echo(f"train {model}: {e}; re-run the same command to resume", err=True)
+        sys.exit(128 + e.signum)
 
     ckpt = read_checkpoint(last)
     seconds = ckpt.get("train_seconds")  # absent in checkpoints written before it was recorded
     timing = "" if seconds is None else f" in {seconds:.0f} s of wall time, {ckpt.get('train_threads')} threads"
     click.echo(f"checkpoint: {last} ({ckpt['step']} steps trained{timing})")
 
+
+
+def _train_with_progress(cfg, out: str, resume: bool, log_every: int, run_training):
+    """Run training with a bar on a terminal, or a line every ``log_every`` steps (step, loss, steps/s, ETA)."""
+    import time
+
+    from qdm_bench.cli.progress import _duration
+
+    state = {"avg": None, "t0": None, "first": None}
+    if sys.stderr.isatty():
+        with click.progressbar(length=cfg.steps, label=f"train {cfg.model}", file=sys.stderr, show_pos=True,
+                               item_show_func=lambda s: s) as bar:
+            def progress(step: int, loss: float) -> None:
+                state["avg"] = loss if state["avg"] is None else 0.98 * state["avg"] + 0.02 * loss
+                bar.update(step - bar.pos, f"loss {state['avg']:.4f}")
+
+            return run_training(cfg, out, resume=resume, progress=progress)
+
+    def log(step: int, loss: float) -> None:
+        state["avg"] = loss if state["avg"] is None else 0.98 * state["avg"] + 0.02 * loss
+        now = time.perf_counter()
+        if state["t0"] is None:
+            state["t0"], state["first"] = now, step
+            return
+        if step % log_every and step != cfg.steps:
+            return
+        rate = (step - state["first"]) / max(now - state["t0"], 1e-9)
+        click.echo(f"train {cfg.model}: step {step}/{cfg.steps}, loss {loss:.4f} (avg {state['avg']:.4f}), "
+                   f"{rate:.2f} steps/s, ETA {_duration((cfg.steps - step) / rate if rate else 0.0)}", err=True)
+
+    return run_training(cfg, out, resume=resume, progress=log)

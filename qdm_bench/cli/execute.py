@@ -57,10 +57,10 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
     """Run cells with a progress bar (resuming from ``out``), print the summary table and notes; returns the rows."""
     from pathlib import Path
 
+    from qdm_bench.cli.progress import SweepProgress
     from qdm_bench.measure.runner import run_cells
-    from qdm_bench.report.summary import summary_table
-
     from qdm_bench.measure.validate import validate_cells
+    from qdm_bench.report.summary import summary_table
 
     if not cells:
         raise click.ClickException("nothing to measure: the options select no cell")
@@ -73,31 +73,13 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
     n_real = sum(c.needs_isolation for c in cells)
     click.echo(f"{len(cells)} cell(s) on {dev}: {', '.join(names)} at "
                f"{', '.join(f'{h}x{w}' for h, w in resolutions)}; results -> {out_path}", err=True)
-    interactive = sys.stderr.isatty()
-    done_count = [0]
-
-    def show(item):
-        return item if isinstance(item, str) else None
-
-    with click.progressbar(length=len(cells), label=command, item_show_func=show, file=sys.stderr,
-                           show_pos=True) as bar:
-        def on_start(cell):
-            bar.update(0, f"{cell.label()}: measuring")
-
-        def on_done(cell, row):
-            done_count[0] += 1
-            status = row.get("status", "?") + (" (cached)" if row.get("cached") else "")
-            bar.update(1, f"{cell.label()}: {status}")
-            if not interactive:
-                msg = f" - {row['message']}" if row.get("status") in ("error", "oom") and row.get("message") else ""
-                click.echo(f"  [{done_count[0]}/{len(cells)}] {cell.label()}: {status}{msg}", err=True)
-
+    with SweepProgress(command, len(cells)) as progress:
         try:
-            report = run_cells(cells, out_path, isolate=iso, timeout=timeout, on_start=on_start, on_done=on_done,
-                               jobs=jobs, executor=executor, slurm=slurm, extra={"command": _command_line()},
-                               validated=True)
+            report = run_cells(cells, out_path, isolate=iso, timeout=timeout, on_start=progress.start,
+                               on_done=progress.done, on_phase=progress.phase, jobs=jobs, executor=executor,
+                               slurm=slurm, extra={"command": _command_line()}, validated=True)
         except KeyboardInterrupt:
-            click.echo(f"\ninterrupted: {done_count[0]} finished cell(s) are saved in {out_path}; re-run the same "
+            click.echo(f"\ninterrupted: {progress.count} finished cell(s) are saved in {out_path}; re-run the same "
                        "command to resume", err=True)
             sys.exit(130)
     click.echo(summary_table(report.rows, tablefmt=fmt))

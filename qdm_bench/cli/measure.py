@@ -14,13 +14,13 @@ Examples:
 """
 EPILOG_MACS = """\b
 Examples:
-  qdm-bench macs --res 1024                       # the Figure-5 set, exact, in seconds on a CPU
+  qdm-bench macs --res 1024                       # the Figure-5 set, exact, on the meta device
   qdm-bench macs -m qdm-l --res 1024 --threshold 0.15
   qdm-bench macs -m dit-s/8 --res 256 --breakdown # per-module table (fvcore at small sizes, else meta count)
 """
 EPILOG_MEMORY = """\b
 Examples:
-  qdm-bench memory --res 1024                     # CUDA: measured; CPU: estimated, within a minute
+  qdm-bench memory --res 1024                     # CUDA: measured; CPU: estimated on the meta device
   qdm-bench memory -m "qdm-s,unet" --res 128 --device cpu
   qdm-bench memory -m qdm-l --res 1024 --density 0.25 --dtype bf16
 """
@@ -55,7 +55,7 @@ def params(**kw) -> None:
 def macs(breakdown: bool, breakdown_tool: str, depth: int, **kw) -> None:
     """Exact MACs of one network evaluation and of a 15-step super-resolution, attention included.
 
-    Counted on the meta device (no weights, no compute), so 1024x1024 takes seconds on a CPU. For QDM the window
+    Counted on the meta device (no weights, no compute), so 1024x1024 needs no GPU. For QDM the window
     selection runs on the real mask first; the count then covers exactly the selected windows.
     """
     rows = _measure("macs", ("params", "macs"), **kw)

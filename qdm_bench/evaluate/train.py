@@ -17,8 +17,11 @@ optimiser and every random state, so a run resumes exactly and loading a checkpo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +33,8 @@ from qdm_bench.errors import CheckpointError, ConfigError, UserError
 from qdm_bench.registry import ModelError, create_model, resolve
 
 __all__ = ["TrainConfig", "TrainData", "train", "load_checkpoint", "read_checkpoint", "CheckpointError", "FORMAT",
-           "PREDICTIONS", "ResidualPrediction", "PreconditionedResidual", "wrap_prediction"]
+           "PREDICTIONS", "ResidualPrediction", "PreconditionedResidual", "wrap_prediction",
+           "TrainingInterrupted"]
 
 FORMAT = "qdm-bench-checkpoint-v1"
 PREDICTIONS = ("x0", "residual", "preconditioned")
@@ -246,12 +250,41 @@ def _bare(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, ResidualPrediction) else model  # also PreconditionedResidual
 
 
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a step; a checkpoint of that step was written first."""
+
+    def __init__(self, signum: int, step: int, path: Path):
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}; checkpoint written to {path}")
+        self.signum, self.step, self.path = signum, step, path
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """While active (main thread only), SIGINT and SIGTERM set a flag instead of killing: ``flag["signum"]``."""
+    flag: dict[str, int | None] = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, _frame):
+        flag["signum"] = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
           progress: Callable[[int, float], None] | None = None) -> Path:
     """Train to ``cfg.steps`` steps, checkpointing to ``out_dir/last.pt`` every ``ckpt_every`` steps; returns it.
 
     With ``resume`` and an existing ``last.pt`` of the same configuration, training continues from it exactly (same
-    weights as an uninterrupted run).  ``progress(step, loss)`` is called after every step.
+    weights as an uninterrupted run).  ``progress(step, loss)`` is called after every step.  SIGINT or SIGTERM
+    (Ctrl-C, Slurm, ``timeout``) end training after the current step with a checkpoint of it, then raise
+    :class:`TrainingInterrupted`; resuming continues exactly.
     """
     from qdm_bench.evaluate.diffusions import diffusion_for
 
@@ -298,6 +331,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
     model.train()
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"unknown --lr-schedule {cfg.lr_schedule!r}; use constant or cosine")
+    with _stop_on_signals() as stop:
+        step = _loop(cfg, model, opt, data, diffusion, diff_gen, step, losses, last, progress, stop,
+                     lambda: seconds_before + time.perf_counter() - t0)
+    if not last.exists():
+        _save(last, model, opt, cfg, step, data, diff_gen, losses, seconds_before + time.perf_counter() - t0)
+    return last
+
+
+def _loop(cfg, model, opt, data, diffusion, diff_gen, step, losses, last, progress, stop, seconds) -> int:
+    """The training steps from ``step`` to ``cfg.steps``; checkpoints, and stops after a step on a signal."""
     while step < cfg.steps:
         if cfg.lr_schedule == "cosine":  # a function of the step alone, so a resumed run follows the same curve
             for group in opt.param_groups:
@@ -314,8 +357,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
         losses.append(value)
         if progress:
             progress(step, value)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            _save(last, model, opt, cfg, step, data, diff_gen, losses, seconds_before + time.perf_counter() - t0)
-    if not last.exists():
-        _save(last, model, opt, cfg, step, data, diff_gen, losses, seconds_before + time.perf_counter() - t0)
-    return last
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or stop["signum"] is not None:
+            _save(last, model, opt, cfg, step, data, diff_gen, losses, seconds())
+        if stop["signum"] is not None:
+            raise TrainingInterrupted(stop["signum"], step, last)
+    return step

@@ -1,0 +1,1 @@
+"""Measurement: cells, the one validation layer, the core and its plugins, results files, the runner."""

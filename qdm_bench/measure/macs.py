@@ -15,6 +15,7 @@ an SDPA handle (small resolutions; fvcore also prices norms and upsampling, so i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +137,7 @@ def count_macs(name: str, res: int | tuple[int, int], batch: int = 1, mask: torc
 def count_model_macs(model: torch.nn.Module, info: Any, h: int, w: int, batch: int = 1,
                      mask: torch.Tensor | None = None, plan: Any = None, by_module_depth: int = 0,
                      fused_attention: bool | None = None, estimate_memory: bool = False,
-                     baseline_bytes: int = 0) -> MacCount:
+                     baseline_bytes: int = 0, replay: str = "compressed") -> MacCount:
     """Exact MACs of one forward of a model built on the meta device, at H×W and ``batch``.
 
     ``mask`` (mask-using models: the patch-grid mask, a real tensor) selects windows first (``model.plan``, or the
@@ -147,11 +148,20 @@ def count_model_macs(model: torch.nn.Module, info: Any, h: int, w: int, batch: i
     in ``by_module``.  ``estimate_memory``: the counting call doubles as the warm-up of a fake-tensor memory
     estimate, and a second, tracked call fills ``memory`` (:func:`qdm_bench.measure.estimate.estimate_peak_memory`;
     ``baseline_bytes``: what building the model allocated).
+
+    ``replay``: a planned forward computes its selected windows in chunks (``plan.steps``); ``"full"`` traces every
+    chunk, ``"compressed"`` (default) traces each run of consecutive equal-shape chunks only twice and adds the
+    MACs of the others, measured once per shape.  That is exact, not an approximation: a chunk's MACs depend only
+    on its shape, and its live tensors only on its own shape and on what the chunk before it left alive, so the
+    shortened chunk list has the same MACs per shape and the same sequence of (previous, current) shapes, hence
+    the same peak (``tests/test_fast_count.py`` checks both against the full trace).
     """
     from qdm_bench.measure.estimate import FusedSDPA, LiveTensorBytes, estimate_result
 
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    if replay not in ("full", "compressed"):
+        raise ValueError(f"replay must be 'full' or 'compressed', got {replay!r}")
     info.check_resolution(h, w, getattr(model, "input_multiple", None))
     if fused_attention is None:
         fused_attention = by_module_depth == 0
@@ -162,32 +172,56 @@ def count_model_macs(model: torch.nn.Module, info: Any, h: int, w: int, batch: i
     setup = LiveTensorBytes("meta")
     with setup:
         inputs = _meta_inputs(info, batch, h, w)
-    fn = _forward_fn(model, inputs, plan, mask)
-    tally = _AttentionTally()
-    shim = FusedSDPA() if fused_attention else contextlib.nullcontext()
-    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
-    with torch.device("meta"), torch.no_grad(), counter, shim, tally:  # tally sees SDPA before the shim
-        fn()
-    by_module: dict[str, int] = {}
-    if by_module_depth > 0:
-        for mod, ops in counter.get_flop_counts().items():
-            if mod != "Global":
-                by_module[mod] = sum(ops.values()) // 2
-    macs = counter.get_total_flops() // 2 + (tally.macs if fused_attention else 0)
+    extrapolate: dict[tuple, int] = {}  # chunk shape → chunks left out of the traced plan
+    traced = plan
+    if replay == "compressed" and by_module_depth == 0 and plan is not None and getattr(plan, "steps", None):
+        traced, extrapolate = _compress(plan)
+
+    def count(p: Any) -> tuple[int, int, int, dict[str, int]]:
+        tally = _AttentionTally()
+        shim = FusedSDPA() if fused_attention else contextlib.nullcontext()
+        counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
+        with torch.device("meta"), torch.no_grad(), counter, shim, tally:  # tally sees SDPA before the shim
+            _forward_fn(model, inputs, p, mask)()
+        by_module = {mod: sum(ops.values()) // 2 for mod, ops in counter.get_flop_counts().items()
+                     if mod != "Global"} if by_module_depth > 0 else {}
+        return counter.get_total_flops() // 2 + (tally.macs if fused_attention else 0), tally.macs, tally.calls, \
+            by_module
+
+    macs, attn, calls, by_module = count(traced)
+    if extrapolate:
+        base = count(dataclasses.replace(plan, steps=[]))
+        for shape, n in extrapolate.items():
+            one = count(dataclasses.replace(plan, steps=[next(st for st in plan.steps if tuple(st[1].shape) == shape)]))
+            macs, attn, calls = (v + n * (o - b) for v, o, b in zip((macs, attn, calls), one[:3], base[:3]))
     extra = int(model.extra_sr_macs(h, w, batch)) if hasattr(model, "extra_sr_macs") else 0
     result = MacCount(
         model=info.name, height=h, width=w, batch=batch, macs=macs,
-        attention_macs=tally.macs, attention_calls=tally.calls, num_steps=info.num_steps, extra_sr_macs=extra,
+        attention_macs=attn, attention_calls=calls, num_steps=info.num_steps, extra_sr_macs=extra,
         active_windows=None if plan is None else plan.n_selected,
         total_windows=None if plan is None else plan.n_windows, by_module=by_module,
     )
     if estimate_memory:
         live, shim = LiveTensorBytes("meta"), FusedSDPA()
         with torch.device("meta"), torch.no_grad(), shim, live:
-            out = fn()
+            out = _forward_fn(model, inputs, traced, mask)()
             del out
         result.memory = estimate_result(live.peak, baseline_bytes + setup.live, "fused", shim)
     return result
+
+
+def _compress(plan: Any) -> tuple[Any, dict[tuple, int]]:
+    """The plan with every run of consecutive equal-shape chunks cut to its first two, and per shape the number of
+    chunks cut (see :func:`count_model_macs`)."""
+    kept, cut, run = [], {}, 0
+    for k, step in enumerate(plan.steps):
+        shape = tuple(step[1].shape)
+        run = run + 1 if k and tuple(plan.steps[k - 1][1].shape) == shape else 1
+        if run <= 2:
+            kept.append(step)
+        else:
+            cut[shape] = cut.get(shape, 0) + 1
+    return (dataclasses.replace(plan, steps=kept), cut) if cut else (plan, {})
 
 
 def count_module_macs(module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[int, int]:

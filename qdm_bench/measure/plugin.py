@@ -88,20 +88,18 @@ class CellContext:
     """What the plugins of one cell share, each built once: model info, meta model, image, mask, plan, counts."""
 
     def __init__(self, cell: Any, say: Callable[[str], None] | None = None):
-        from qdm_bench.measure.estimate import LiveTensorBytes
         from qdm_bench.measure.inputs import cell_image, cell_mask
-        from qdm_bench.registry import create_model, resolve
-
-        import torch
+        from qdm_bench.measure.validate import meta_model
 
         self.cell = cell
         self.say = say or (lambda _msg: None)
         self.notes: list[str] = []
-        self.info = resolve(cell.model.name)
+        self.say("build")
+        self.info, self.meta_model = meta_model(cell.model.name, cell.model.options)  # once per process
         self.overrides = self.info.option_kwargs(dict(cell.model.options))
-        self._setup = LiveTensorBytes("meta")  # bytes resident before a forward: the estimate's baseline
-        with self._setup, torch.device("meta"):
-            self.meta_model = create_model(cell.model.name, **self.overrides).eval()
+        storages = {t.untyped_storage()._cdata: t.untyped_storage().nbytes()
+                    for t in [*self.meta_model.parameters(), *self.meta_model.buffers()]}
+        self._resident = sum(storages.values())  # bytes resident before a forward: the estimate's baseline
         self.image = cell_image(cell)
         self.mask = cell_mask(cell, self.meta_model, self.image) if self.info.uses_mask else None
         self.plan = None
@@ -125,7 +123,7 @@ class CellContext:
             self.say("count" if "macs" in self.cell.metrics else "estimate")
             self._count = count_model_macs(self.meta_model, self.info, i.height, i.width, i.batch, mask=self.mask,
                                            plan=self.plan, estimate_memory=self.estimate_memory,
-                                           baseline_bytes=self._setup.live)
+                                           baseline_bytes=self._resident)
         return self._count
 
     def real(self):

@@ -7,11 +7,13 @@ processes at once, or one Slurm job per cell through submitit.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from qdm_bench.measure.core import error_row, measure_in_process
 from qdm_bench.measure.results import FINISHED, append_result, read_results
 from qdm_bench.measure.validate import validate_cells
 
-__all__ = ["RunReport", "run_cells", "run_in_subprocess", "measure_cell_dict"]
+__all__ = ["RunReport", "run_cells", "run_in_subprocess", "measure_cell_dict", "PHASE_MARK"]
 
 
 @dataclass
@@ -35,42 +37,69 @@ class RunReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_in_subprocess(cell: Cell, timeout: float | None = None) -> dict[str, Any]:
-    """Measure a cell in a fresh Python process; failures, timeouts and kills become error/oom rows."""
+PHASE_MARK = "qdm-bench-phase: "  # a worker's stderr line announcing the phase it enters
+
+
+def run_in_subprocess(cell: Cell, timeout: float | None = None,
+                      on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure a cell in a fresh Python process; failures, timeouts and kills become error/oom rows.
+
+    The worker announces its phases on stderr (``PHASE_MARK``); they reach ``on_phase`` as they happen, and the
+    last other lines are kept for the error row of a worker that dies.
+    """
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="qdm-bench-") as tmp:
         out = Path(tmp) / "row.json"
-        env = dict(os.environ)
+        env = dict(os.environ, QDM_BENCH_PHASES="1")
         if cell.run.threads is not None and cell.run.device == "cpu":
             env.update(OMP_NUM_THREADS=str(cell.run.threads), MKL_NUM_THREADS=str(cell.run.threads))
+        proc = subprocess.Popen([sys.executable, "-m", "qdm_bench.measure.worker", str(out)], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+
+        def read() -> None:
+            for line in proc.stderr:
+                if line.startswith(PHASE_MARK):
+                    if on_phase:
+                        on_phase(line[len(PHASE_MARK):].strip())
+                elif line.strip():
+                    tail.append(line.rstrip())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        proc.stdin.write(json.dumps(cell.flat()))
+        proc.stdin.close()
         try:
-            proc = subprocess.run([sys.executable, "-m", "qdm_bench.measure.worker", str(out)],
-                                  input=json.dumps(cell.flat()), text=True, capture_output=True,
-                                  timeout=timeout, env=env)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
             return error_row(cell, "error", f"timed out after {timeout:.0f} s", time.perf_counter() - t0)
+        finally:
+            reader.join(timeout=5)
         if out.exists():
             return json.loads(out.read_text())
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()
         why = tail[-1] if tail else "no output"
         if proc.returncode < 0:
             sig = -proc.returncode
             why = f"killed by signal {sig}" + (" (likely the out-of-memory killer)" if sig == 9 else "")
         return error_row(cell, "error", f"worker exited with code {proc.returncode}: {why}",
-                          time.perf_counter() - t0)
+                         time.perf_counter() - t0, "\n".join(tail) or None)
 
 
 def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "auto", timeout: float | None = None,
               on_start: Callable[[Cell], None] | None = None,
               on_done: Callable[[Cell, dict[str, Any]], None] | None = None, jobs: int = 1,
               executor: str = "local", slurm: dict[str, Any] | None = None,
-              extra: dict[str, Any] | None = None, validated: bool = False) -> RunReport:
+              extra: dict[str, Any] | None = None, validated: bool = False,
+              on_phase: Callable[[Cell, str], None] | None = None) -> RunReport:
     """Measure cells not yet finished in ``out``, appending each row as soon as it exists.
 
     ``isolate``: ``"auto"`` (default) runs every cell that allocates real tensors in a fresh subprocess and
     meta-only cells (parameters, MACs, estimated memory) here; ``True`` isolates every cell; ``False`` none.
     ``jobs`` > 1 runs that many isolated cells at once (local executor; every cell then gets its own process).
-    ``extra`` values (e.g. the command line) are stored in every new row.  Every cell is validated first
+    ``extra`` values (e.g. the command line) are stored in every new row.  ``on_phase(cell, phase)`` hears each
+    phase a cell enters (build, count, memory, warm-up, timing with reps done, sampling).  Every cell is validated first
     (:func:`qdm_bench.measure.validate.validate_cells`) unless the caller did (``validated``).
     ``executor="slurm"`` submits each cell as a Slurm job through submitit (``slurm``: submitit parameters such as
     ``slurm_partition``, ``timeout_min``, ``gpus_per_node``; ``folder`` for logs); rows are gathered into ``out``.
@@ -97,6 +126,9 @@ def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "aut
         elif cell.key not in {c.key for c in pending}:
             pending.append(cell)
 
+    def phase_of(cell: Cell) -> Callable[[str], None] | None:
+        return None if on_phase is None else (lambda phase: on_phase(cell, phase))
+
     def finish(cell: Cell, row: dict[str, Any]) -> None:
         row.update(extra or {})
         append_result(out, row)
@@ -110,12 +142,13 @@ def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "aut
     elif jobs > 1:
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
+        def start_and_run(cell: Cell) -> dict[str, Any]:
+            if on_start:
+                on_start(cell)
+            return run_in_subprocess(cell, timeout, phase_of(cell))
+
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {}
-            for cell in pending:
-                if on_start:
-                    on_start(cell)
-                futures[pool.submit(run_in_subprocess, cell, timeout)] = cell
+            futures = {pool.submit(start_and_run, cell): cell for cell in pending}
             for fut in as_completed(futures):
                 finish(futures[fut], fut.result())
     else:
@@ -123,7 +156,8 @@ def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "aut
             if on_start:
                 on_start(cell)
             sub = cell.needs_isolation if isolate == "auto" else bool(isolate)
-            finish(cell, run_in_subprocess(cell, timeout) if sub else measure_in_process(cell))
+            finish(cell, run_in_subprocess(cell, timeout, phase_of(cell)) if sub
+                   else measure_in_process(cell, phase_of(cell)))
     report.rows = [rows[c.key] for c in dict((c.key, c) for c in cells).values() if c.key in rows]
     return report
 

@@ -55,6 +55,7 @@ def time_fn(
     reps: int = 30,
     min_time: float = 0.0,
     max_time: float | None = None,
+    on_rep: Callable[[int], None] | None = None,
 ) -> TimingResult:
     """Time ``fn()``: ``warmup`` untimed calls, then timed reps, every sample kept (docs/measurement.md §4).
 
@@ -93,6 +94,8 @@ def time_fn(
         samples.append(ms)
         total += ms / 1000.0
         n = len(samples)
+        if on_rep is not None:
+            on_rep(n)
         if max_time is not None and total >= max_time and n >= min_reps:
             stopped_early = n < reps
             break
@@ -134,7 +137,14 @@ class SpeedPlugin:
             if time.perf_counter() > deadline:
                 break
         ctx.say("timing")
-        tm = time_fn(fn, run.device, warmup=0, reps=run.reps, max_time=run.max_time_s)
+        last = [time.perf_counter()]
+
+        def on_rep(n: int) -> None:  # a phase line at most every 2 s: "timing 12/30 reps"
+            if time.perf_counter() - last[0] > 2.0 or n == run.reps:
+                last[0] = time.perf_counter()
+                ctx.say(f"timing {n}/{run.reps} reps")
+
+        tm = time_fn(fn, run.device, warmup=0, reps=run.reps, max_time=run.max_time_s, on_rep=on_rep)
         row.update(latency_median_ms=tm.median_ms, latency_p10_ms=tm.p10_ms, latency_p90_ms=tm.p90_ms,
                    latency_n=tm.n, throughput_img_s=cell.input.batch * 1000.0 / tm.median_ms)
         if ctx.plan is not None:

@@ -14,7 +14,25 @@ from qdm.diffusion import POSTERIOR_MODES
 from qdm_bench.errors import ConfigError
 from qdm_bench.measure.cell import DTYPES, METRICS, SAMPLERS, Cell
 
-__all__ = ["validate_cells", "validate_cell", "resolve_device", "POSTERIOR_MODES"]
+__all__ = ["validate_cells", "validate_cell", "resolve_device", "POSTERIOR_MODES", "meta_model"]
+
+_META_MODELS: dict[tuple, Any] = {}  # (name, options) → (info, model on the meta device): built once per process
+
+
+def meta_model(name: str, options: tuple = ()) -> tuple[Any, Any]:
+    """(ModelInfo, the model built on the meta device with CLI-level ``options``), built once per process and
+    shared by validation and measurement (a meta model holds no data, and its forward changes nothing in it)."""
+    key = (name, options)
+    if key not in _META_MODELS:
+        import torch
+
+        from qdm_bench.registry import create_model, resolve
+
+        info = resolve(name)
+        with torch.device("meta"):
+            model = create_model(name, **info.option_kwargs(dict(options))).eval()
+        _META_MODELS[key] = (info, model)
+    return _META_MODELS[key]
 
 
 
@@ -43,10 +61,10 @@ def _number(value: Any, option: str, minimum: float, strict: bool = False) -> No
         raise ConfigError(f"{option} must be a finite number {rel} {minimum:g}, got {value!r}")
 
 
-def validate_cell(cell: Cell, _models: dict | None = None, check_model: bool = True) -> None:
+def validate_cell(cell: Cell, check_model: bool = True) -> None:
     """Check one cell's settings (see :func:`validate_cells`); ``check_model=False`` skips building the model
     (the measurement itself checks the size and options on the model it builds)."""
-    from qdm_bench.registry import ModelError, create_model, resolve
+    from qdm_bench.registry import ModelError
 
     i, m, s, r = cell.input, cell.mask, cell.sampling, cell.run
     unknown = set(cell.metrics) - set(METRICS)
@@ -98,22 +116,13 @@ def validate_cell(cell: Cell, _models: dict | None = None, check_model: bool = T
             _int(value, f"--{name.replace('_', '-')}", 1)
     if not check_model:
         return
-    models = {} if _models is None else _models
-    key = (cell.model.name, cell.model.options)
-    if key not in models:
-        import torch
-
-        info = resolve(cell.model.name)
-        kwargs = info.option_kwargs(dict(cell.model.options))
-        try:
-            with torch.device("meta"):
-                model = create_model(cell.model.name, **kwargs)
-        except ModelError:
-            raise
-        except (ValueError, TypeError) as e:  # the model refused its options
-            raise ConfigError(f"{cell.model.name} cannot be built with {kwargs}: {e}") from None
-        models[key] = (info, getattr(model, "input_multiple", None))
-    info, multiple = models[key]
+    try:
+        info, model = meta_model(cell.model.name, cell.model.options)
+    except ModelError:
+        raise
+    except (ValueError, TypeError) as e:  # the model refused its options
+        raise ConfigError(f"{cell.model.name} cannot be built with options {dict(cell.model.options)}: {e}") from None
+    multiple = getattr(model, "input_multiple", None)
     try:
         info.check_resolution(i.height, i.width, multiple)
     except ModelError as e:
@@ -124,6 +133,5 @@ def validate_cell(cell: Cell, _models: dict | None = None, check_model: bool = T
 
 def validate_cells(cells: Iterable[Cell]) -> None:
     """Check every cell before any runs; raise ConfigError naming the first invalid setting."""
-    models: dict = {}
     for cell in cells:
-        validate_cell(cell, models)
+        validate_cell(cell)

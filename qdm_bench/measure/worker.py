@@ -6,10 +6,17 @@ import sys
 
 def main() -> int:
     """Measure the cell given on stdin and write the row to the path in argv[1]."""
+    import os
+
     from qdm_bench.measure.cell import Cell
     from qdm_bench.measure.core import measure_in_process
+    from qdm_bench.measure.runner import PHASE_MARK
 
-    row = measure_in_process(Cell.from_flat(json.loads(sys.stdin.read())))
+    def phase(name: str) -> None:
+        print(PHASE_MARK + name, file=sys.stderr, flush=True)
+
+    progress = phase if os.environ.get("QDM_BENCH_PHASES") else None
+    row = measure_in_process(Cell.from_flat(json.loads(sys.stdin.read())), progress)
     with open(sys.argv[1], "w", encoding="utf-8") as f:
         json.dump(row, f)
     return 0
