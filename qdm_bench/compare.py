@@ -206,4 +206,38 @@ def compare_files(baseline: str, new: str, tol: Tolerances = Tolerances(), allow
     def keep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [r for r in rows if not models or any(fnmatch.fnmatchcase(str(r.get("model")), p) for p in models)]
 
-    return compare_rows(keep(read_results(baseline)), keep(read_results(new)), tol, allow_missing)
+    return compare_rows(keep(read_checked(baseline, "baseline")), keep(read_checked(new, "new results")), tol,
+                        allow_missing)
+
+
+NUMERIC = (*EXACT, "peak_mem_bytes", "latency_median_ms", *QUALITY_HIGHER, *QUALITY_LOWER, "height", "width",
+           "batch")
+
+
+def read_checked(path: str, what: str) -> list[dict[str, Any]]:
+    """The rows of a results file compare can trust: not empty, not cut short, every compared field of the right
+    type; otherwise ResultsError naming the file, the line and the field."""
+    import json
+    from pathlib import Path
+
+    from qdm_bench.errors import ResultsError
+
+    read_results(path)  # existence, folder and unreadable-line checks, with their messages
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        raise ResultsError(f"{what} {path} ends in a line cut short (line {text.count(chr(10)) + 1}); it is "
+                           "truncated: measure it again or delete that line")
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        for name in NUMERIC:
+            value = row.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ResultsError(f"{what} {path} line {i}: field {name!r} is {value!r}, not a number; fix or "
+                                   "delete that line")
+        rows.append(row)
+    if not rows:
+        raise ResultsError(f"{what} {path} has no rows; give a results file written by a qdm-bench measurement")
+    return rows

@@ -187,6 +187,8 @@ def create_model(name: str, checkpoint_path: str | None = None, **kwargs: Any):
             raise ModelError(f"{info.name} does not take these options ({e}); check the keyword names") from None
         raise
     if not hasattr(model, "forward"):
+        if info.family == "user":  # a path that turned out not to be a model factory is not kept registered
+            _REGISTRY.pop(info.name, None)
         raise ModelError(f"{name}: the factory returned a {type(model).__name__}, not a torch.nn.Module; "
                          "give -m package.module:factory of a model factory")
     model.qdm_bench_info = replace(info, default_cfg=cfg)  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
 """Regression tracking: `qdm-bench compare` flags injected regressions and passes identical runs."""
+import json
 import os
 import subprocess
 import sys
@@ -132,3 +133,31 @@ def test_measured_memory_tolerance_with_cpu_slack(device, base_mib, new_mib, fai
 
     findings = compare_rows([row(base_mib)], [row(new_mib)])
     assert any(f.failed for f in findings) is failed
+
+
+def test_compare_refuses_empty_truncated_and_corrupt_files_and_bad_tolerances(tmp_path):
+    from click.testing import CliRunner
+
+    from qdm_bench.cli.main import main
+
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"key": "k", "model": "m", "height": 8, "width": 8, "batch": 1, "status": "ok",
+                                "macs": 10}) + "\n")
+    empty, cut, typed = tmp_path / "empty.jsonl", tmp_path / "cut.jsonl", tmp_path / "typed.jsonl"
+    empty.write_text("")
+    cut.write_text(good.read_text() + '{"key": "k2", "mod')
+    typed.write_text(good.read_text().replace('"macs": 10', '"macs": "ten"'))
+
+    def run(*args):
+        r = CliRunner().invoke(main, ["compare", *map(str, args)])
+        assert r.exit_code != 0 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        return r.output
+
+    assert "no rows" in run(empty, good)
+    assert "cut short" in run(cut, good) and "line 2" in run(cut, good)
+    out = run(typed, good)
+    assert "line 1" in out and "'macs'" in out and "'ten'" in out
+    for tol in ("nan", "inf", "-1"):
+        assert "--time-tol" in run(good, good, "--time-tol", tol)
+    ok = CliRunner().invoke(main, ["compare", str(good), str(good)])
+    assert ok.exit_code == 0, ok.output

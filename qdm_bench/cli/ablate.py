@@ -38,10 +38,10 @@ Examples:
 @click.option("--images", "-i", default="builtin", show_default=True,
               help="A built-in image set (builtin, natural, medical, ct, phantoms) or a folder / file of "
                    "PNG/JPEG/TIFF/DICOM images.")
-@click.option("--limit", type=int, default=None, help="Use at most this many images.")
-@click.option("--image-size", type=int, default=512, show_default=True,
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images.")
+@click.option("--image-size", type=click.IntRange(min=1), default=512, show_default=True,
               help="HR side: images are center-cropped to a square and resized to it before degradation.")
-@click.option("--scale", type=int, default=4, show_default=True, help="LR degradation: bicubic down-scaling factor.")
+@click.option("--scale", type=click.IntRange(min=1), default=4, show_default=True, help="LR degradation: bicubic down-scaling factor.")
 @click.option("--res", "res", default=None,
               help="Model input; default 128 (the paper's 128x128 latent tile; the mask is pooled from the LR image "
                    "to its grid), or the image size with --ckpt (pixel space).")
@@ -79,8 +79,9 @@ def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, c
     if posterior and not ckpt:
         raise click.BadParameter("the posterior is a sampler setting; give --ckpt to sample", param_hint="--posterior")
     if ckpt:
-        from qdm_bench.evaluate.quality import checkpoint_tile
+        from qdm_bench.evaluate.quality import check_checkpoint, checkpoint_tile
 
+        check_checkpoint(ckpt, model)
         kw["tile"] = checkpoint_tile(ckpt, _tile(tile))
         posterior = posterior or "paper"
     cells = threshold_cells(model, keys, size, _float_list(thresholds, "--thresholds"), metrics,

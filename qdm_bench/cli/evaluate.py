@@ -31,9 +31,9 @@ are available (else "not available: place FILE in DIR"). Bicubic upsampling is a
 @click.option("--images", "-i", default="heldout", show_default=True,
               help="'heldout' (the images the checkpoint's training held out), an image set (ct, phantoms, "
                    "natural, medical, builtin) or a folder of images.")
-@click.option("--limit", type=int, default=None, help="Use at most this many images.")
-@click.option("--image-size", type=int, default=None, help="HR side (default: the checkpoint's training image size).")
-@click.option("--scale", type=int, default=None, help="SR factor (default: the checkpoint's).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None, help="HR side (default: the checkpoint's training image size).")
+@click.option("--scale", type=click.IntRange(min=1), default=None, help="SR factor (default: the checkpoint's).")
 @click.option("--thresholds", default="full", show_default=True,
               help="Comma-separated quadtree thresholds for QDM, 'full' for the full mask.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed.")
@@ -87,23 +87,23 @@ Re-running the same command resumes from RUN_DIR/last.pt.
 @click.option("--models", "-m", "model", default="qdm-t", show_default=True, help="Registered model to train.")
 @click.option("--images", "-i", default="ct", show_default=True,
               help="Image set (builtin, natural, medical, ct, phantoms) or a folder of images.")
-@click.option("--image-size", type=int, default=256, show_default=True, help="Images are resized to this side.")
-@click.option("--holdout", type=int, default=2, show_default=True,
+@click.option("--image-size", type=click.IntRange(min=1), default=256, show_default=True, help="Images are resized to this side.")
+@click.option("--holdout", type=click.IntRange(min=0), default=2, show_default=True,
               help="The last N images are held out of training (quality is measured on them).")
-@click.option("--crop", type=int, default=64, show_default=True, help="Training crop side (HR pixels).")
-@click.option("--scale", type=int, default=4, show_default=True, help="LR degradation factor (bicubic).")
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--steps", type=int, default=2000, show_default=True)
+@click.option("--crop", type=click.IntRange(min=1), default=64, show_default=True, help="Training crop side (HR pixels).")
+@click.option("--scale", type=click.IntRange(min=1), default=4, show_default=True, help="LR degradation factor (bicubic).")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="AdamW learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--ckpt-every", type=int, default=250, show_default=True, help="Checkpoint period (steps).")
-@click.option("--threads", type=int, default=None, help="CPU threads (default: torch's).")
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=250, show_default=True, help="Checkpoint period (steps).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
 @click.option("--run-dir", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run folder for checkpoints (default runs/<model>).")
 @click.option("--prediction", type=click.Choice(["x0", "residual", "preconditioned"]), default="x0",
               show_default=True,
               help="ResShift family: predict x0 (as QDM), the residual x0 - y0 (starts at bicubic quality), or the "
-                   "residual with an EDM-style skip from x_t (see qdm_bench/train.py).")
+                   "residual with an EDM-style skip from x_t (see qdm_bench/evaluate/train.py).")
 @click.option("--kappa", type=float, default=None,
               help="ResShift family: noise scale κ (default 2.0 as QDM; smaller is easier to learn quickly).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,

@@ -1,6 +1,8 @@
 """Running the cells of a command: cell settings, the progress display, the summary table and notes."""
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 
 import click
@@ -69,19 +71,24 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
     names = list(dict.fromkeys(c.model.name for c in cells))
     resolutions = list(dict.fromkeys((c.input.height, c.input.width) for c in cells))
     out_path = Path(out or f"results/{command}.jsonl")
+    check_writable(out_path)
     iso = {"auto": "auto", "always": True, "never": False}[isolate]
     n_real = sum(c.needs_isolation for c in cells)
     click.echo(f"{len(cells)} cell(s) on {dev}: {', '.join(names)} at "
                f"{', '.join(f'{h}x{w}' for h, w in resolutions)}; results -> {out_path}", err=True)
-    with SweepProgress(command, len(cells)) as progress:
+    with SweepProgress(command, len(cells)) as progress, _interrupts() as stopped:
         try:
             report = run_cells(cells, out_path, isolate=iso, timeout=timeout, on_start=progress.start,
                                on_done=progress.done, on_phase=progress.phase, jobs=jobs, executor=executor,
                                slurm=slurm, extra={"command": _command_line()}, validated=True)
         except KeyboardInterrupt:
-            click.echo(f"\ninterrupted: {progress.count} finished cell(s) are saved in {out_path}; re-run the same "
-                       "command to resume", err=True)
-            sys.exit(130)
+            from qdm_bench.measure.runner import stop_workers
+
+            stop_workers()
+            name = "SIGTERM" if stopped["signum"] == signal.SIGTERM else "SIGINT"
+            click.echo(f"\ninterrupted by {name}: {progress.count} cell(s) finished, their rows are in {out_path}; "
+                       "re-run the same command to resume", err=True)
+            sys.exit(128 + (stopped["signum"] or signal.SIGINT))
     click.echo(summary_table(report.rows, tablefmt=fmt))
     notes = []
     if report.skipped:
@@ -156,3 +163,41 @@ def _run_ablation(command: str, cells, metrics, ex: dict) -> None:
     _execute(command, cells, metrics, ex["out"], ex["isolate"], ex["timeout"], ex["fmt"], ex["summary"], ex["jobs"],
              ex["executor"], _slurm_params(ex["slurm_partition"], ex["slurm_time"]))
 
+
+
+@contextlib.contextmanager
+def _interrupts():
+    """SIGTERM (Slurm, ``timeout``) is handled like Ctrl-C: it interrupts the sweep (the signal is recorded)."""
+    stopped: dict[str, int | None] = {"signum": None}
+
+    def handler(signum, _frame):
+        stopped["signum"] = signum
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopped
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def check_writable(path) -> None:
+    """Refuse, before anything is measured, a results file that cannot be created or appended to."""
+    from pathlib import Path
+
+    from qdm_bench.errors import ConfigError
+
+    path = Path(path)
+    existed = path.exists()
+    try:  # open it for appending, as a measurement will; a file created here is removed again at once
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write the results file {path} ({e.strerror or type(e).__name__}); give a "
+                          "writable -o/--out") from None

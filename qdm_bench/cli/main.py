@@ -31,6 +31,9 @@ class FriendlyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # a bad option of a subcommand: one line, with where to look
+            where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            raise click.ClickException(e.format_message() + where) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # --help / --version exits, Ctrl-C and Click's own usage errors keep their behaviour
         except Exception as e:  # noqa: BLE001 - every other failure is reported below

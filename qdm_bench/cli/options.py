@@ -25,7 +25,7 @@ def measurement_options(default_res: str | None = "1024"):
             click.option("--res", "-r", "res", multiple=True, metavar="SIZE",
                          help="Input resolution, N or HxW; repeatable. Default: "
                               + (default_res or "1024 on CUDA, 128 on CPU") + "."),
-            click.option("--batch", "-b", "batches", multiple=True, type=int,
+            click.option("--batch", "-b", "batches", multiple=True, type=click.IntRange(min=1),
                          help="Batch size; repeatable. Default 1."),
             click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["fp32", "bf16", "fp16"]),
                          help="fp32, or bf16/fp16 autocast (weights stay fp32); repeatable. Default fp32."),
@@ -36,9 +36,9 @@ def measurement_options(default_res: str | None = "1024"):
                               "Without --threshold/--density QDM runs its dense path (full mask, as in Figure 5)."),
             click.option("--image", type=click.Path(dir_okay=False), default=None,
                          help="LR image for --threshold masks (PNG/JPEG/TIFF). Default: a built-in synthetic image."),
-            click.option("--window", type=int, default=None, help="QDM: downstream window size (ablation)."),
-            click.option("--patch", type=int, default=None, help="QDM: upstream patch; DiT: patch (ablation)."),
-            click.option("--chunk-size", type=int, default=None, help="QDM: windows per chunk (default 64)."),
+            click.option("--window", type=click.IntRange(min=1), default=None, help="QDM: downstream window size (ablation)."),
+            click.option("--patch", type=click.IntRange(min=1), default=None, help="QDM: upstream patch; DiT: patch (ablation)."),
+            click.option("--chunk-size", type=click.IntRange(min=1), default=None, help="QDM: windows per chunk (default 64)."),
         ]
         fn = execution_options(fn)  # applied first, so listed after the selection options in --help
         for opt in reversed(opts):
@@ -62,17 +62,17 @@ def execution_options(fn):
             click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
                          help="Results file (JSON lines), appended as cells finish; re-running resumes. "
                               "Default results/<command>.jsonl."),
-            click.option("--threads", type=int, default=None,
+            click.option("--threads", type=click.IntRange(min=1), default=None,
                          help="CPU threads per cell (default 1 on CPU: stable timings on shared machines)."),
-            click.option("--cpu-max-res", type=int, default=256, show_default=True,
+            click.option("--cpu-max-res", type=click.IntRange(min=0), default=256, show_default=True,
                          help="On CPU, real memory/speed runs only up to this side; above it memory is estimated "
                               "(meta-device trace) and speed is skipped. Raise it to force slow CPU runs."),
             click.option("--compile", "use_compile", is_flag=True, help="Measure torch.compile(model)."),
-            click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up forwards (speed)."),
-            click.option("--reps", type=int, default=30, show_default=True, help="Timed forwards (speed)."),
+            click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Warm-up forwards (speed)."),
+            click.option("--reps", type=click.IntRange(min=1), default=30, show_default=True, help="Timed forwards (speed)."),
             click.option("--max-time", type=float, default=60.0, show_default=True,
                          help="Stop timing a cell after this many seconds (at least 3 reps)."),
-            click.option("--timeout", type=float, default=3600.0, show_default=True,
+            click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=3600.0, show_default=True,
                          help="Seconds before a cell's subprocess is killed (recorded as an error row)."),
             click.option("--isolate", type=click.Choice(["auto", "always", "never"]), default="auto",
                          show_default=True,
@@ -81,13 +81,13 @@ def execution_options(fn):
                          show_default=True, help="Summary table format."),
             click.option("--summary", type=click.Path(dir_okay=False), default=None,
                          help="Also write the summary (command, device, software, table, notes) as Markdown here."),
-            click.option("--jobs", "-j", type=int, default=1, show_default=True,
+            click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
                          help="Local executor: cells measured at once, each in its own process (timings interfere "
                               "on small machines; use 1 for speed)."),
             click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
                          help="slurm: one job per cell through submitit (pip install submitit), one GPU each."),
             click.option("--slurm-partition", default=None, help="Slurm partition for --executor slurm."),
-            click.option("--slurm-time", type=int, default=60, show_default=True,
+            click.option("--slurm-time", type=click.IntRange(min=1), default=60, show_default=True,
                          help="Slurm time limit per cell, minutes."),
     ]
     for opt in reversed(opts):

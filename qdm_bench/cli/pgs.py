@@ -97,14 +97,14 @@ def _secs(value) -> str:
               help="Registered model (default qdm-s; with --ckpt: the checkpoint's).")
 @click.option("--image", default="ct:ct_phantom_0", show_default=True,
               help="A built-in image (set:name, e.g. ct:shepp_logan, natural:astronaut) or an image file.")
-@click.option("--image-size", type=int, default=128, show_default=True,
+@click.option("--image-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="HR side: centre-cropped square resized to it, then degraded by --scale.")
-@click.option("--scale", type=int, default=4, show_default=True, help="Bicubic degradation / SR factor.")
-@click.option("--patch-size", "patch", type=int, default=32, show_default=True,
+@click.option("--scale", type=click.IntRange(min=1), default=4, show_default=True, help="Bicubic degradation / SR factor.")
+@click.option("--patch-size", "patch", type=click.IntRange(min=1), default=32, show_default=True,
               help="HR patch side; a multiple of --scale and of the model's input multiple [assumed].")
-@click.option("--overlap", type=int, default=8, show_default=True,
+@click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True,
               help="HR overlap of neighbouring patches; a multiple of --scale [assumed].")
-@click.option("--patch-batch", type=int, default=16, show_default=True, help="Most patches per model call.")
+@click.option("--patch-batch", type=click.IntRange(min=1), default=16, show_default=True, help="Most patches per model call.")
 @click.option("--blend", "window", type=click.Choice(["hann", "linear"]), default="hann", show_default=True,
               help="Overlap blending window.")
 @click.option("--estimator", type=click.Choice(["quadtree", "range", "gradient", "residual"]), default="quadtree",
@@ -124,7 +124,7 @@ def _secs(value) -> str:
 @click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint from `qdm-bench train`; without it the weights are random and only costs mean anything.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling noise (and random weights) seed.")
-@click.option("--threads", type=int, default=None, help="CPU threads (default: torch's).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--no-uniform", is_flag=True, help="Skip running uniform full-image sampling (its counts still shown).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
@@ -144,6 +144,10 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
     import datetime as _dt
 
     model = one_model(model)
+    if out:
+        from qdm_bench.cli.execute import check_writable
+
+        check_writable(out)
 
     import torch
     import torch.nn.functional as F

@@ -48,6 +48,25 @@ def report(results, out_dir, title, models, commands) -> None:
 
 # -- regression tracking -------------------------------------------------------------------------------------------
 
+class _Finite(click.ParamType):
+    """A finite float (nan and inf are refused: a tolerance must be a number)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
+        return number
+
+
+_FINITE = _Finite()
+
 EPILOG_COMPARE = """\b
 Examples:
   qdm-bench compare reports/baseline/run.jsonl results/run.jsonl
@@ -59,13 +78,13 @@ Exit status: 0 when nothing regressed, 1 on a regression or a missing cell.
 @click.command(epilog=EPILOG_COMPARE)
 @click.argument("baseline", type=click.Path(dir_okay=False))
 @click.argument("new", type=click.Path(dir_okay=False))
-@click.option("--time-tol", type=float, default=2.0, show_default=True,
+@click.option("--time-tol", type=_FINITE, default=2.0, show_default=True,
               help="Absolute median latency may grow up to this factor (same device and threads only).")
-@click.option("--ratio-tol", type=float, default=0.25, show_default=True,
+@click.option("--ratio-tol", type=_FINITE, default=0.25, show_default=True,
               help="In-run QDM sparse/dense latency ratio may grow by this fraction.")
-@click.option("--memory-tol", type=float, default=1.5, show_default=True,
+@click.option("--memory-tol", type=_FINITE, default=1.5, show_default=True,
               help="Measured peak memory may grow up to this factor.")
-@click.option("--psnr-tol", type=float, default=0.1, show_default=True, help="Allowed PSNR drop, dB.")
+@click.option("--psnr-tol", type=_FINITE, default=0.1, show_default=True, help="Allowed PSNR drop, dB.")
 @click.option("--allow-missing", is_flag=True, help="Cells of the baseline absent from NEW are not a failure.")
 @click.option("--models", "-m", "models", multiple=True, metavar="GLOBS",
               help="Compare only the cells of these models (names or wildcards, comma-separated). Default: all.")

@@ -15,8 +15,8 @@ from qdm_bench.errors import ConfigError
 from qdm_bench.evaluate.metrics import METRICS, score
 from qdm_bench.evaluate.tiles import from_tiles, to_tiles
 
-__all__ = ["sample_and_score", "quality_cells", "checkpoint_tile", "PLUGIN", "QualityPlugin", "to_tiles",
-           "from_tiles", "psnr_y"]
+__all__ = ["sample_and_score", "quality_cells", "checkpoint_tile", "check_checkpoint", "PLUGIN", "QualityPlugin",
+           "to_tiles", "from_tiles", "psnr_y"]
 
 from qdm_bench.evaluate.metrics import psnr_y  # noqa: E402 - re-exported for callers of the quality API
 
@@ -96,6 +96,14 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     return row, notes
 
 
+def check_checkpoint(path: str, model: str | None = None) -> None:
+    """Build the checkpoint's model and load its weights once, so a checkpoint of other weights is refused with
+    one line before any cell runs (not turned into an error row per image)."""
+    from qdm_bench.evaluate.train import load_checkpoint
+
+    load_checkpoint(path, model)
+
+
 def _checkpoint_meta(path: str, model: str | None = None) -> dict[str, Any]:
     """Model name, training configuration and held-out image names of a checkpoint (checked as for a load)."""
     from qdm_bench.evaluate.train import read_checkpoint
@@ -131,6 +139,7 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
     from qdm_bench.measure.sweep import make_cells
 
     meta = _checkpoint_meta(ckpt, model)
+    check_checkpoint(ckpt, model)
     name = model or meta["model"]
     cfg = meta["config"]
     tile = checkpoint_tile(meta, tile)

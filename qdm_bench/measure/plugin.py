@@ -101,9 +101,10 @@ class CellContext:
                     for t in [*self.meta_model.parameters(), *self.meta_model.buffers()]}
         self._resident = sum(storages.values())  # bytes resident before a forward: the estimate's baseline
         self.image = cell_image(cell)
-        self.mask = cell_mask(cell, self.meta_model, self.image) if self.info.uses_mask else None
+        counted = bool(set(cell.metrics) - {"params"})  # parameters alone need no mask, plan or tensor at all
+        self.mask = cell_mask(cell, self.meta_model, self.image) if self.info.uses_mask and counted else None
         self.plan = None
-        if self.info.uses_mask and hasattr(self.meta_model, "plan"):
+        if self.info.uses_mask and counted and hasattr(self.meta_model, "plan"):
             i = cell.input
             self.plan = self.meta_model.plan(self.mask, i.batch, i.height, i.width)
         self._count = None

@@ -21,11 +21,12 @@ from typing import Any, Callable, Iterable
 
 from qdm_bench.errors import ConfigError
 from qdm_bench.measure.cell import Cell
+from qdm_bench.measure.claims import CLAIMED, Claims
 from qdm_bench.measure.core import error_row, measure_in_process
 from qdm_bench.measure.results import FINISHED, append_result, read_results
 from qdm_bench.measure.validate import validate_cells
 
-__all__ = ["RunReport", "run_cells", "run_in_subprocess", "measure_cell_dict", "PHASE_MARK"]
+__all__ = ["RunReport", "run_cells", "run_in_subprocess", "measure_cell_dict", "PHASE_MARK", "stop_workers"]
 
 
 @dataclass
@@ -38,23 +39,48 @@ class RunReport:
 
 
 PHASE_MARK = "qdm-bench-phase: "  # a worker's stderr line announcing the phase it enters
+_WORKERS: set[subprocess.Popen] = set()
+_WORKERS_LOCK = threading.Lock()
 
 
-def run_in_subprocess(cell: Cell, timeout: float | None = None,
-                      on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure a cell in a fresh Python process; failures, timeouts and kills become error/oom rows.
+def stop_workers(grace: float = 2.0) -> int:
+    """Terminate every worker process this process started (SIGTERM, then SIGKILL after ``grace`` seconds)."""
+    with _WORKERS_LOCK:
+        procs = [p for p in _WORKERS if p.poll() is None]
+    for p in procs:
+        p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return len(procs)
 
-    The worker announces its phases on stderr (``PHASE_MARK``); they reach ``on_phase`` as they happen, and the
-    last other lines are kept for the error row of a worker that dies.
+
+def run_in_subprocess(cell: Cell, timeout: float | None = None, on_phase: Callable[[str], None] | None = None,
+                      results: str | Path | None = None,
+                      extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+    """Measure a cell in a fresh Python process: (row, whether the worker appended it to ``results`` itself).
+
+    The worker appends its finished row (with ``extra``) to ``results`` itself, so a row it finishes is kept even
+    if this process dies; it exits when this process does (a watchdog).  Failures, timeouts and kills become
+    error rows (returned, not appended).  The worker announces its phases on stderr (``PHASE_MARK``); they reach
+    ``on_phase`` as they happen, and the last other lines are kept for the error row of a worker that dies.
     """
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="qdm-bench-") as tmp:
         out = Path(tmp) / "row.json"
-        env = dict(os.environ, QDM_BENCH_PHASES="1")
+        env = dict(os.environ, QDM_BENCH_PHASES="1", QDM_BENCH_PARENT=str(os.getpid()))
+        if results is not None:
+            env.update(QDM_BENCH_RESULTS=str(results), QDM_BENCH_EXTRA=json.dumps(extra or {}))
         if cell.run.threads is not None and cell.run.device == "cpu":
             env.update(OMP_NUM_THREADS=str(cell.run.threads), MKL_NUM_THREADS=str(cell.run.threads))
         proc = subprocess.Popen([sys.executable, "-m", "qdm_bench.measure.worker", str(out)], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        with _WORKERS_LOCK:
+            _WORKERS.add(proc)
         tail: collections.deque[str] = collections.deque(maxlen=20)
 
         def read() -> None:
@@ -67,24 +93,30 @@ def run_in_subprocess(cell: Cell, timeout: float | None = None,
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        proc.stdin.write(json.dumps(cell.flat()))
-        proc.stdin.close()
         try:
+            proc.stdin.write(json.dumps(cell.flat()))
+            proc.stdin.close()
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            return error_row(cell, "error", f"timed out after {timeout:.0f} s", time.perf_counter() - t0)
+            return error_row(cell, "error", f"timed out after {timeout:.0f} s", time.perf_counter() - t0), False
+        except BaseException:  # an interrupt of this process: the worker goes with it
+            proc.terminate()
+            raise
         finally:
             reader.join(timeout=5)
+            with _WORKERS_LOCK:
+                _WORKERS.discard(proc)
         if out.exists():
-            return json.loads(out.read_text())
+            row = json.loads(out.read_text())
+            return row, results is not None and row.get("status") != "error"  # the worker appends finished rows
         why = tail[-1] if tail else "no output"
         if proc.returncode < 0:
             sig = -proc.returncode
             why = f"killed by signal {sig}" + (" (likely the out-of-memory killer)" if sig == 9 else "")
         return error_row(cell, "error", f"worker exited with code {proc.returncode}: {why}",
-                         time.perf_counter() - t0, "\n".join(tail) or None)
+                         time.perf_counter() - t0, "\n".join(tail) or None), False
 
 
 def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "auto", timeout: float | None = None,
@@ -103,7 +135,8 @@ def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "aut
     (:func:`qdm_bench.measure.validate.validate_cells`) unless the caller did (``validated``).
     ``executor="slurm"`` submits each cell as a Slurm job through submitit (``slurm``: submitit parameters such as
     ``slurm_partition``, ``timeout_min``, ``gpus_per_node``; ``folder`` for logs); rows are gathered into ``out``.
-    A cell already finished in ``out`` is not measured again: its stored row is reported with ``cached=True``.
+    A cell already finished in ``out`` is not measured again: its stored row is reported with ``cached=True``;
+    a cell another sweep of the same file is measuring is waited for (:mod:`qdm_bench.measure.claims`).
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
@@ -129,35 +162,97 @@ def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "aut
     def phase_of(cell: Cell) -> Callable[[str], None] | None:
         return None if on_phase is None else (lambda phase: on_phase(cell, phase))
 
-    def finish(cell: Cell, row: dict[str, Any]) -> None:
+    claims = Claims(out)
+
+    def finish(cell: Cell, row: dict[str, Any], appended: bool = False) -> None:
         row.update(extra or {})
-        append_result(out, row)
+        if not appended:
+            kept = claims.finished(cell.key) if row.get("status") == "error" else None
+            if kept is not None:  # a worker stopped after appending its row: keep that row, not the error
+                row = kept
+            else:
+                append_result(out, row)
+        claims.release(cell.key)
         rows[cell.key] = row
         report.measured.append(row)
         if on_done:
             on_done(cell, row)
+
+    def found(cell: Cell, row: dict[str, Any]) -> None:  # measured meanwhile by another sweep on this file
+        report.skipped += 1
+        rows[cell.key] = dict(row, cached=True)
+        if on_done:
+            on_done(cell, rows[cell.key])
+
+    def claimed(cell: Cell, deferred: list[Cell]) -> bool:
+        """Whether this sweep measures ``cell`` now (else it was found finished, or deferred: being measured)."""
+        got = claims.try_claim(cell.key)
+        if got == CLAIMED:
+            return True
+        if got is None:
+            deferred.append(cell)
+        else:
+            found(cell, got)
+        return False
+
+    def measure_one(cell: Cell) -> None:
+        if on_start:
+            on_start(cell)
+        sub = cell.needs_isolation if isolate == "auto" else bool(isolate)
+        try:
+            row, appended = run_in_subprocess(cell, timeout, phase_of(cell), out, extra) if sub else \
+                (measure_in_process(cell, phase_of(cell)), False)
+        except BaseException:
+            claims.release(cell.key)
+            raise
+        finish(cell, row, appended)
 
     if executor == "slurm":
         _run_submitit(pending, finish, on_start, slurm or {})
     elif jobs > 1:
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
-        def start_and_run(cell: Cell) -> dict[str, Any]:
+        def start_and_run(cell: Cell) -> tuple[str, Any]:
+            got = claims.try_claim(cell.key)
+            if got != CLAIMED:
+                return "got", got
             if on_start:
                 on_start(cell)
-            return run_in_subprocess(cell, timeout, phase_of(cell))
+            try:
+                return "row", run_in_subprocess(cell, timeout, phase_of(cell), out, extra)
+            except BaseException:
+                claims.release(cell.key)
+                raise
 
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        deferred: list[Cell] = []
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
             futures = {pool.submit(start_and_run, cell): cell for cell in pending}
             for fut in as_completed(futures):
-                finish(futures[fut], fut.result())
+                kind, value = fut.result()
+                if kind == "row":
+                    finish(futures[fut], *value)
+                elif value is None:
+                    deferred.append(futures[fut])
+                else:
+                    found(futures[fut], value)
+        except BaseException:  # an interrupt: schedule nothing more, stop the workers, keep what finished
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_workers()
+            claims.release_all()
+            raise
+        pool.shutdown()
     else:
+        deferred = []
         for cell in pending:
-            if on_start:
-                on_start(cell)
-            sub = cell.needs_isolation if isolate == "auto" else bool(isolate)
-            finish(cell, run_in_subprocess(cell, timeout, phase_of(cell)) if sub
-                   else measure_in_process(cell, phase_of(cell)))
+            if claimed(cell, deferred):
+                measure_one(cell)
+    while executor != "slurm" and deferred:
+        time.sleep(0.5)  # cells another sweep is measuring: wait for their rows (or take over a dead claim)
+        waiting, deferred = deferred, []
+        for cell in waiting:
+            if claimed(cell, deferred):
+                measure_one(cell)
     report.rows = [rows[c.key] for c in dict((c.key, c) for c in cells).values() if c.key in rows]
     return report
 

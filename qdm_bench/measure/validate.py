@@ -16,7 +16,23 @@ from qdm_bench.measure.cell import DTYPES, METRICS, SAMPLERS, Cell
 
 __all__ = ["validate_cells", "validate_cell", "resolve_device", "POSTERIOR_MODES", "meta_model"]
 
-_META_MODELS: dict[tuple, Any] = {}  # (name, options) → (info, model on the meta device): built once per process
+MAX_MASK_ELEMENTS = 2 ** 26  # patch-grid mask elements over the batch (e.g. QDM at 16384x16384, batch 1)
+_META_MODELS: dict[tuple, Any] = {}
+_IMAGES: set[tuple] = set()
+
+
+def _check_image(image: str, size: int | None, scale: int) -> None:
+    """Load a cell's image once per process, so an unreadable file is refused before any cell runs."""
+    key = (image, size, scale)
+    if key in _IMAGES:
+        return
+    from qdm_bench.data.images import image_by_name
+
+    try:
+        image_by_name(image, size=size, multiple=scale)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"--image {image}: {str(e).strip().splitlines()[0]}") from None
+    _IMAGES.add(key)  # (name, options) → (info, model on the meta device): built once per process
 
 
 def meta_model(name: str, options: tuple = ()) -> tuple[Any, Any]:
@@ -127,6 +143,14 @@ def validate_cell(cell: Cell, check_model: bool = True) -> None:
         info.check_resolution(i.height, i.width, multiple)
     except ModelError as e:
         raise ConfigError(f"{e}, or drop {cell.model.name} from --models") from None
+    if info.uses_mask and hasattr(model, "mask_grid") and (set(cell.metrics) - {"params"} or not m.empty):
+        gh, gw = model.mask_grid(i.height, i.width)
+        if i.batch * gh * gw > MAX_MASK_ELEMENTS:
+            raise ConfigError(f"{cell.model.name} at {i.height}x{i.width}, batch {i.batch} needs a {gh}x{gw} mask per "
+                              f"image ({i.batch * gh * gw:,} elements) on the CPU to plan its windows, above the "
+                              f"limit of {MAX_MASK_ELEMENTS:,}; lower --res or --batch")
+    if i.image is not None:
+        _check_image(i.image, i.image_size, i.scale)
     if not info.uses_mask and not m.empty:
         raise ConfigError(f"{cell.model.name} uses no mask; --threshold/--density apply to mask-using models only")
 
