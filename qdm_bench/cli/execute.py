@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 
@@ -88,7 +89,11 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
             name = "SIGTERM" if stopped["signum"] == signal.SIGTERM else "SIGINT"
             click.echo(f"\ninterrupted by {name}: {progress.count} cell(s) finished, their rows are in {out_path}; "
                        "re-run the same command to resume", err=True)
-            sys.exit(128 + (stopped["signum"] or signal.SIGINT))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # every row is on disk (appends are fsynced) and the workers are gone: leave now, without waiting for
+            # pool threads still reaping their workers or for interpreter shutdown
+            os._exit(128 + (stopped["signum"] or signal.SIGINT))
     click.echo(summary_table(report.rows, tablefmt=fmt))
     notes = []
     if report.skipped:

@@ -41,11 +41,14 @@ class RunReport:
 PHASE_MARK = "qdm-bench-phase: "  # a worker's stderr line announcing the phase it enters
 _WORKERS: set[subprocess.Popen] = set()
 _WORKERS_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set by stop_workers: no new worker starts after it
 
 
 def stop_workers(grace: float = 2.0) -> int:
-    """Terminate every worker process this process started (SIGTERM, then SIGKILL after ``grace`` seconds)."""
+    """Terminate every worker process this process started (SIGTERM, then SIGKILL after ``grace`` seconds); no
+    worker starts after this."""
     with _WORKERS_LOCK:
+        _STOPPING.set()
         procs = [p for p in _WORKERS if p.poll() is None]
     for p in procs:
         p.terminate()
@@ -77,9 +80,12 @@ def run_in_subprocess(cell: Cell, timeout: float | None = None, on_phase: Callab
             env.update(QDM_BENCH_RESULTS=str(results), QDM_BENCH_EXTRA=json.dumps(extra or {}))
         if cell.run.threads is not None and cell.run.device == "cpu":
             env.update(OMP_NUM_THREADS=str(cell.run.threads), MKL_NUM_THREADS=str(cell.run.threads))
-        proc = subprocess.Popen([sys.executable, "-m", "qdm_bench.measure.worker", str(out)], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        with _WORKERS_LOCK:
+        with _WORKERS_LOCK:  # started and registered under the lock, so stop_workers sees every worker
+            if _STOPPING.is_set():
+                raise KeyboardInterrupt("the sweep is stopping")
+            proc = subprocess.Popen([sys.executable, "-m", "qdm_bench.measure.worker", str(out)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    env=env)
             _WORKERS.add(proc)
         tail: collections.deque[str] = collections.deque(maxlen=20)
 

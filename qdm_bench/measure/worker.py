@@ -8,6 +8,8 @@ def main() -> int:
     """Measure the cell given on stdin and write the row to the path in argv[1]."""
     import os
 
+    _watch_parent()  # first, before the slow imports: a worker never outlives its parent by more than 0.5 s
+
     from qdm_bench.measure.cell import Cell
     from qdm_bench.measure.core import measure_in_process
     from qdm_bench.measure.runner import PHASE_MARK
@@ -15,7 +17,6 @@ def main() -> int:
     def phase(name: str) -> None:
         print(PHASE_MARK + name, file=sys.stderr, flush=True)
 
-    _watch_parent()
     progress = phase if os.environ.get("QDM_BENCH_PHASES") else None
     row = measure_in_process(Cell.from_flat(json.loads(sys.stdin.read())), progress)
     results = os.environ.get("QDM_BENCH_RESULTS")
