@@ -188,21 +188,21 @@ def _interrupts():
 
 
 def check_writable(path) -> None:
-    """Refuse, before anything is measured, a results file that cannot be created or appended to."""
+    """Refuse, before anything is measured, a results file that cannot be created or appended to.
+
+    The file is created (empty) when it does not exist; it is never removed again, since another sweep may be
+    appending to it by then."""
     from pathlib import Path
 
     from qdm_bench.errors import ConfigError
 
     path = Path(path)
-    existed = path.exists()
-    try:  # open it for appending, as a measurement will; a file created here is removed again at once
+    try:  # open it for appending, as a measurement will (an empty new file is left: it holds no rows)
         if path.is_dir():
             raise IsADirectoryError(21, "it is a folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "ab"):
             pass
-        if not existed:
-            path.unlink()
     except OSError as e:
         raise ConfigError(f"cannot write the results file {path} ({e.strerror or type(e).__name__}); give a "
                           "writable -o/--out") from None
