@@ -1,7 +1,6 @@
 """Running the cells of a command: cell settings, the progress display, the summary table and notes."""
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -10,6 +9,7 @@ import click
 
 from qdm_bench import __version__
 from qdm_bench.cli.options import _res_list
+from qdm_bench.signals import on_stop_signals
 
 
 def _measure(command: str, metrics: tuple[str, ...], models, res, batches, device, dtypes, thresholds, densities,
@@ -77,7 +77,7 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
     n_real = sum(c.needs_isolation for c in cells)
     click.echo(f"{len(cells)} cell(s) on {dev}: {', '.join(names)} at "
                f"{', '.join(f'{h}x{w}' for h, w in resolutions)}; results -> {out_path}", err=True)
-    with SweepProgress(command, len(cells)) as progress, _interrupts() as stopped:
+    with SweepProgress(command, len(cells)) as progress, on_stop_signals(interrupt=True) as stopped:
         try:
             report = run_cells(cells, out_path, isolate=iso, timeout=timeout, on_start=progress.start,
                                on_done=progress.done, on_phase=progress.phase, jobs=jobs, executor=executor,
@@ -168,23 +168,6 @@ def _run_ablation(command: str, cells, metrics, ex: dict) -> None:
     _execute(command, cells, metrics, ex["out"], ex["isolate"], ex["timeout"], ex["fmt"], ex["summary"], ex["jobs"],
              ex["executor"], _slurm_params(ex["slurm_partition"], ex["slurm_time"]))
 
-
-
-@contextlib.contextmanager
-def _interrupts():
-    """SIGTERM (Slurm, ``timeout``) is handled like Ctrl-C: it interrupts the sweep (the signal is recorded)."""
-    stopped: dict[str, int | None] = {"signum": None}
-
-    def handler(signum, _frame):
-        stopped["signum"] = signum
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stopped
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def check_writable(path) -> None:

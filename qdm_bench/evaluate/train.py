@@ -17,11 +17,9 @@ optimiser and every random state, so a run resumes exactly and loading a checkpo
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any, Callable
 import torch
 
 from qdm_bench.errors import CheckpointError, ConfigError, UserError
+from qdm_bench.signals import on_stop_signals
 from qdm_bench.registry import ModelError, create_model, resolve
 
 __all__ = ["TrainConfig", "TrainData", "train", "load_checkpoint", "read_checkpoint", "CheckpointError", "FORMAT",
@@ -258,25 +257,6 @@ class TrainingInterrupted(Exception):
         self.signum, self.step, self.path = signum, step, path
 
 
-@contextlib.contextmanager
-def _stop_on_signals():
-    """While active (main thread only), SIGINT and SIGTERM set a flag instead of killing: ``flag["signum"]``."""
-    flag: dict[str, int | None] = {"signum": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, _frame):
-        flag["signum"] = signum
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
           progress: Callable[[int, float], None] | None = None) -> Path:
     """Train to ``cfg.steps`` steps, checkpointing to ``out_dir/last.pt`` every ``ckpt_every`` steps; returns it.
@@ -331,7 +311,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
     model.train()
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"unknown --lr-schedule {cfg.lr_schedule!r}; use constant or cosine")
-    with _stop_on_signals() as stop:
+    with on_stop_signals(interrupt=False) as stop:
         step = _loop(cfg, model, opt, data, diffusion, diff_gen, step, losses, last, progress, stop,
                      lambda: seconds_before + time.perf_counter() - t0)
     if not last.exists():
