@@ -1,9 +1,8 @@
 """Interrupts lose nothing and leave nothing behind: SIGTERM / SIGINT during a --jobs 2 sweep exit within seconds,
 keep every finished row and leave no worker; after SIGKILL of the CLI no worker survives and a re-run resumes.
 
-The exit-time bound is EXIT_S: on the development machine the CLI exits 0.02 s after the signal, but two CI runs
-on the same 2-core kind of machine measured 6.9 s and 5.9 s, for a reason not yet found, so the bound guards against
-hangs rather than proving the 5 s target."""
+The CLI must exit within EXIT_S = 5 s of the signal (it takes about 0.05 s: measured 0.02-0.04 s here and in a
+fresh-clone run of the whole suite)."""
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import uuid
 
 import pytest
 
-EXIT_S = 10.0
+EXIT_S = 5.0
 QDM_BENCH = [sys.executable, "-c", "import sys; from qdm_bench.cli.main import main; sys.exit(main())"]
 
 
