@@ -10,7 +10,7 @@ from einops import rearrange
 from torch import nn
 
 __all__ = [
-    "modulate", "timestep_embedding", "sincos_pos_embed_2d", "TimestepEmbedder", "Attention", "CrossAttention",
+    "modulate", "timestep_frequencies", "timestep_embedding", "sincos_pos_embed_2d", "TimestepEmbedder", "Attention", "CrossAttention",
     "Mlp", "DiTBlock", "FinalLayer", "PatchEmbed", "DiTStream", "condition_on_lq", "adaln", "layer_norm",
     "init_dit_weights", "unpatchify",
 ]
@@ -21,10 +21,20 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale.unsqueeze(-2)) + shift.unsqueeze(-2)
 
 
+@lru_cache(maxsize=8)
+def timestep_frequencies(half: int, max_period: float = 10000.0) -> torch.Tensor:
+    """The float32 frequencies exp(-ln(max_period)·i/half), i < half, correctly rounded (the same on every machine)."""
+    # The exponent is formed in float32 as the DiT recipe does; exp is then taken in float64 and rounded once, so the
+    # table does not depend on the platform's float32 exp (which differs by one ulp in a few entries across machines
+    # and devices; docs/qdm.md, "Timestep frequencies").
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device="cpu") / half
+    return torch.exp(exponent.double()).float()
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding laid out [cos | sin] with frequencies exp(-ln(max_period)·i/(dim/2)), t used as float."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = timestep_frequencies(half, max_period).to(t.device)
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:

@@ -20,6 +20,8 @@ The K/V of each image's upstream tokens are projected once per forward and reuse
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import torch
@@ -197,6 +199,28 @@ class QDM(nn.Module):
     def input_multiple(self) -> int:
         """H and W must be multiples of this (the upstream patch and the downstream window span)."""
         return _lcm(self.up_patch, self.down_patch * self.window)
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The authors' checkpoint layout → ours: their frozen sin-cos tables are checked against ours, then dropped."""
+        state = dict(state)
+        for key in ("upstream.x_embedder.pos_embed", "downstream.x_embedder.pos_embed"):
+            if key not in state:
+                continue
+            theirs = state.pop(key).detach().to("cpu", torch.float32)
+            side = math.isqrt(theirs[0].numel() // theirs.shape[-1])  # the square token grid the table was built for
+            if side * side * theirs.shape[-1] != theirs[0].numel() or theirs.shape[-1] != self.dim:
+                state[key] = theirs  # not a table of this model: left for the key check, which names it
+                continue
+            if key.startswith("upstream"):
+                ours = sincos_pos_embed_2d(side, side, self.dim)[None]
+            else:
+                ours = self.downstream.window_pos_embed(side, side, torch.device("cpu"), torch.float32)[None]
+            if ours.shape != theirs.shape or (ours - theirs).abs().max() > 1e-5:
+                diff = "shape " + str(tuple(ours.shape)) if ours.shape != theirs.shape else \
+                    f"max difference {(ours - theirs).abs().max().item():.3g}"
+                raise ValueError(f"checkpoint key {key}: the frozen sin-cos table differs from ours ({diff}); the "
+                                 "checkpoint was built with another window or patch size")
+        return state
 
     def param_counts(self, build_size: int = BUILD_SIZE) -> dict[str, int]:
         """Learnable parameters and the Table-5 convention (plus both frozen sin-cos tables at ``build_size``²)."""

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 __all__ = [
     "ModelInfo", "ModelError", "register_model", "create_model", "list_models", "model_info", "resolve",
-    "example_inputs", "example_timesteps", "load_state_dict", "ENTRY_POINT_GROUP",
+    "example_inputs", "example_timesteps", "load_state_dict", "read_state_dict", "ENTRY_POINT_GROUP",
 ]
 
 ENTRY_POINT_GROUP = "qdm_bench.models"
@@ -197,24 +197,62 @@ def create_model(name: str, checkpoint_path: str | None = None, **kwargs: Any):
     return model
 
 
-def load_state_dict(model: Any, path: str) -> None:
-    """Load a saved state dict into ``model`` (``weights_only=True``: nothing in the file is executed)."""
+def read_state_dict(path: str) -> dict[str, Any]:
+    """The tensors of a checkpoint file: a bare state dict or one under ``"state_dict"``, a DDP ``module.`` prefix
+    removed (``weights_only=True``: nothing in the file is executed)."""
     import torch
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelError(f"checkpoint {path} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise ModelError(f"checkpoint {path} is a folder; give the checkpoint file") from None
     except Exception as e:  # noqa: BLE001 - unreadable, or a pickle that needs code to run
         raise ModelError(f"checkpoint {path} cannot be read as weights ({type(e).__name__}); it must be a "
                          "torch.save'd state dict of tensors (code in a checkpoint is never executed)") from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise ModelError(f"checkpoint {path} holds no state dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ModelError(f"checkpoint {path} does not fit the model: {str(e).strip().splitlines()[0]}") from None
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"checkpoint {path} holds no state dict of tensors")
+    return _without_ddp_prefix(state)
+
+
+def _without_ddp_prefix(state: dict[str, Any]) -> dict[str, Any]:
+    """Keys without the ``module.`` prefix DistributedDataParallel adds (when every key has it)."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_state_dict(model: Any, path: str | dict[str, Any]) -> None:
+    """Load a checkpoint (a path, or its state dict) into ``model``: the model's ``adapt_state_dict`` (if any) turns
+    a foreign layout into its own; then every key and shape must match, else one line names the first that does
+    not."""
+    state = read_state_dict(path) if not isinstance(path, dict) else _without_ddp_prefix(path)
+    path = path if not isinstance(path, dict) else "(state dict)"
+    adapt = getattr(model, "adapt_state_dict", None)
+    if adapt is not None:
+        try:
+            state = adapt(state)
+        except ValueError as e:
+            raise ModelError(f"checkpoint {path}: {e}") from None
+    name = getattr(getattr(model, "qdm_bench_info", None), "name", type(model).__name__)
+    own = model.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise ModelError(f"checkpoint {path} does not fit {name}: it has no {key} {tuple(value.shape)}; is it a "
+                             "checkpoint of another model? (pick that one with -m)")
+        got = getattr(state[key], "shape", None)
+        if got is None or tuple(got) != tuple(value.shape):
+            raise ModelError(f"checkpoint {path} does not fit {name}: {key} is "
+                             f"{tuple(got) if got is not None else type(state[key]).__name__} in the file but "
+                             f"{tuple(value.shape)} in the model; is it a checkpoint of another size? "
+                             "(pick that model with -m)")
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise ModelError(f"checkpoint {path} does not fit {name}: the file has {len(extra)} key(s) the model lacks, "
+                         f"the first {extra[0]}; is it a checkpoint of another model? (pick that one with -m)")
+    model.load_state_dict(state)
 
 
 def example_timesteps(info: ModelInfo, batch: int, generator: Any):
