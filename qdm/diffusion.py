@@ -365,8 +365,12 @@ class ResShiftDiffusion:
     def sample(self, model: Callable, lq: torch.Tensor, sf: int = 4, threshold: float | None = None,
                mode: str = "paper", seed: int | None = None, generator: torch.Generator | None = None,
                clamp: bool = True, progress: bool = False, return_trajectory: bool = False,
-               masks: tuple[torch.Tensor, torch.Tensor] | None = None, deterministic: bool = False) -> SampleResult:
+               masks: tuple[torch.Tensor, torch.Tensor] | None = None, deterministic: bool = False,
+               y0: torch.Tensor | None = None) -> SampleResult:
         """Pixel-space super-resolution of ``lq`` (B, C, h, w) in [-1, 1] by ``sf`` (docs/qdm.md §3.10, no autoencoder).
+
+        ``y0`` given (the latent of the upsampled LR image, :mod:`qdm.latent`) replaces bicubic(lq, ×sf): the chain
+        then runs at y0's size, with masks from lq at that size, and ``sf`` is not used.
 
         y0 = bicubic(lq, ×sf). Masks come from ``qdm.quadtree.pipeline_masks(lq, (H, W), threshold, mode=mode,
         down_patch=model.down_patch or 2)``; ``mode`` is the *threshold* mode ("paper" strict ``>``,
@@ -380,11 +384,12 @@ class ResShiftDiffusion:
         on lq's device), so seeded runs are reproducible. The caller is responsible for ``torch.no_grad()`` and
         ``model.eval()``.
         """
-        check_sr_input(lq, sf)
         generator = resolve_generator(seed, generator, lq.device)
         b, _, h, w = lq.shape
-        size = (h * sf, w * sf)
-        y0 = bicubic_y0(lq, sf)
+        if y0 is None:
+            check_sr_input(lq, sf)
+            y0 = bicubic_y0(lq, sf)
+        size = tuple(y0.shape[-2:])
         down_patch = int(getattr(model, "down_patch", 2))
 
         model_mask_arg: torch.Tensor | None

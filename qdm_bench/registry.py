@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 __all__ = [
     "ModelInfo", "ModelError", "register_model", "create_model", "list_models", "model_info", "resolve",
-    "example_inputs", "example_timesteps", "load_state_dict", "read_state_dict", "ENTRY_POINT_GROUP",
+    "example_inputs", "example_timesteps", "load_state_dict", "read_state_dict", "checked_state_dict", "ENTRY_POINT_GROUP",
 ]
 
 ENTRY_POINT_GROUP = "qdm_bench.models"
@@ -180,6 +180,18 @@ def create_model(name: str, checkpoint_path: str | None = None, **kwargs: Any):
     info = resolve(name)
     cfg = {**info.default_cfg, **kwargs}
     factory = info.load_factory()
+    state = None
+    if checkpoint_path is not None:  # read and checked against a meta-device build first: a wrong file fails fast
+        import torch
+
+        state = read_state_dict(checkpoint_path)
+        with torch.device("meta"):
+            try:
+                probe = factory(**cfg)
+            except TypeError:
+                probe = None  # reported by the real build below
+        if probe is not None and hasattr(probe, "state_dict"):
+            state = checked_state_dict(probe, state, checkpoint_path, info.name)
     try:
         model = factory(**cfg)
     except TypeError as e:
@@ -193,7 +205,7 @@ def create_model(name: str, checkpoint_path: str | None = None, **kwargs: Any):
                          "give -m package.module:factory of a model factory")
     model.qdm_bench_info = replace(info, default_cfg=cfg)  # type: ignore[attr-defined]
     if checkpoint_path is not None:
-        load_state_dict(model, checkpoint_path)
+        load_state_dict(model, state)
     return model
 
 
@@ -224,19 +236,18 @@ def _without_ddp_prefix(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def load_state_dict(model: Any, path: str | dict[str, Any]) -> None:
-    """Load a checkpoint (a path, or its state dict) into ``model``: the model's ``adapt_state_dict`` (if any) turns
-    a foreign layout into its own; then every key and shape must match, else one line names the first that does
-    not."""
-    state = read_state_dict(path) if not isinstance(path, dict) else _without_ddp_prefix(path)
-    path = path if not isinstance(path, dict) else "(state dict)"
+def checked_state_dict(model: Any, state: dict[str, Any], path: str = "(state dict)",
+                       name: str | None = None) -> dict[str, Any]:
+    """``state`` in ``model``'s own layout (its ``adapt_state_dict``, if any, converts a foreign one), with every
+    key and shape checked: one line names the first that does not fit (the model may be on the meta device)."""
+    state = _without_ddp_prefix(state)
     adapt = getattr(model, "adapt_state_dict", None)
     if adapt is not None:
         try:
             state = adapt(state)
         except ValueError as e:
             raise ModelError(f"checkpoint {path}: {e}") from None
-    name = getattr(getattr(model, "qdm_bench_info", None), "name", type(model).__name__)
+    name = name or getattr(getattr(model, "qdm_bench_info", None), "name", type(model).__name__)
     own = model.state_dict()
     for key, value in own.items():
         if key not in state:
@@ -252,7 +263,16 @@ def load_state_dict(model: Any, path: str | dict[str, Any]) -> None:
     if extra:
         raise ModelError(f"checkpoint {path} does not fit {name}: the file has {len(extra)} key(s) the model lacks, "
                          f"the first {extra[0]}; is it a checkpoint of another model? (pick that one with -m)")
-    model.load_state_dict(state)
+    return state
+
+
+def load_state_dict(model: Any, path: str | dict[str, Any]) -> None:
+    """Load a checkpoint (a path, or its state dict) into ``model``, checked by :func:`checked_state_dict`."""
+    if isinstance(path, dict):
+        state, where = path, "(state dict)"
+    else:
+        state, where = read_state_dict(path), path
+    model.load_state_dict(checked_state_dict(model, state, where))
 
 
 def example_timesteps(info: ModelInfo, batch: int, generator: Any):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from qdm_bench.cli.execute import _ablation_cell_kwargs, _run_ablation
+from qdm_bench.cli.sr import latent_job, preset_options, run_job
 from qdm_bench.cli.options import (POSTERIOR_MODES, _ablation_metrics, _float_list, _int_list, _tile, execution_options,
                                    one_model, renamed, tile_option)
 
@@ -56,11 +57,23 @@ Examples:
 @click.option("--posterior", type=click.Choice(POSTERIOR_MODES), default=None,
               help="With --ckpt: reverse step on inactive sites, 'paper' (Eq. 4, the default) or 'reference' (the "
                    "authors' code: the posterior mean everywhere).")
+@preset_options
 @execution_options
 def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, ckpt, speed, memory, tile, posterior,
-                     **ex) -> None:
-    """Threshold sweep: per image, the full-mask row first, then each threshold: density, active windows, MACs."""
+                     preset_name, first_stage, model_options, **ex) -> None:
+    """Threshold sweep: per image, the full-mask row first, then each threshold: density, active windows, MACs.
+
+    With --preset, --ckpt and --first-stage: the authors' checkpoints super-resolve every image at every threshold
+    through their latent pipeline (Table 3 end to end, as `qdm-bench sr --from-hr`).
+    """
     model = one_model(model)
+    if preset_name is not None:
+        if ckpt is None:
+            raise click.BadParameter("--preset needs the authors' QDM checkpoint", param_hint="--ckpt")
+        job = latent_job(preset_name, ckpt, first_stage, images, _float_list(thresholds, "--thresholds"),
+                         0, ex["device"], limit, model=model if model_options or model != "qdm-l" else None,
+                         model_options=model_options)
+        return run_job(job, ex["out"] or "results/ablate-threshold-latent.jsonl")
     from qdm_bench.ablate import threshold_cells
     from qdm_bench.data.images import image_keys
     from qdm_bench.measure.sweep import parse_resolution

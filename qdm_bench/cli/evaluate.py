@@ -6,6 +6,7 @@ import sys
 import click
 
 from qdm_bench.cli.execute import _ablation_cell_kwargs, _run_ablation
+from qdm_bench.cli.sr import latent_job, preset_options, run_job
 from qdm_bench.cli.options import (POSTERIOR_MODES, SAMPLERS, _choices, _int_list, _tile, execution_options, one_model,
                                    renamed, tile_option)
 
@@ -47,10 +48,14 @@ are available (else "not available: place FILE in DIR"). Bicubic upsampling is a
               help="Comma-separated sample counts for the stochastic sampler: also score the mean of N samples (seeds "
                    "seed..seed+N-1; N times the cost), e.g. 1,8 to see how far one sample is from the posterior mean.")
 @tile_option
+@preset_options
 @execution_options
 def quality(model, ckpt, images, limit, image_size, scale, thresholds, seed, samplers, posteriors, ensemble, tile,
-            **ex) -> None:
-    """Super-resolve images with a trained checkpoint (the full sampler) and score SR and bicubic against HR."""
+            preset_name, first_stage, model_options, **ex) -> None:
+    """Super-resolve images with a trained checkpoint (the full sampler) and score SR and bicubic against HR.
+
+    With --preset and --first-stage: the authors' checkpoints through their latent pipeline (as `qdm-bench sr`).
+    """
     from qdm_bench.evaluate.quality import quality_cells
 
     model = one_model(model)
@@ -61,6 +66,10 @@ def quality(model, ckpt, images, limit, image_size, scale, thresholds, seed, sam
         thr = [None if v is None else float(v) for v in values]
     except ValueError:
         raise click.BadParameter(f"give numbers or 'full', got {thresholds!r}", param_hint="--thresholds") from None
+    if preset_name is not None:
+        job = latent_job(preset_name, ckpt, first_stage, images, thr or [None], seed, ex["device"], limit,
+                         model=model, model_options=model_options)
+        return run_job(job, ex["out"] or "results/quality-latent.jsonl")
     kw = _ablation_cell_kwargs(ex)
     cells = quality_cells(ckpt, model=model, data=images, limit=limit, image_size=image_size, scale=scale,
                           thresholds=thr or [None], seed=seed, tile=_tile(tile),

@@ -82,10 +82,10 @@ def main() -> None:
 
 def _register() -> None:
     """Add every command group's commands to :func:`main`."""
-    from qdm_bench.cli import ablate, evaluate, measure, models, pgs, results
+    from qdm_bench.cli import ablate, evaluate, measure, models, pgs, results, sr
 
     for cmd in (models.models, measure.params, measure.macs, measure.memory, measure.speed, measure.run,
-                ablate.ablate, results.report, results.compare, evaluate.quality, evaluate.train, pgs.pgs_cmd):
+                ablate.ablate, results.report, results.compare, evaluate.quality, evaluate.train, pgs.pgs_cmd, sr.sr_cmd):
         main.add_command(cmd)
 
 
