@@ -110,6 +110,10 @@ def test_sr_with_the_authors_checkpoints_writes_images_rows_and_costs(tmp_path):
     assert full["patch_density"] == 1.0 and full["macs_denoiser"] == 15 * dense
     assert sparse["patch_density"] < 1 and sparse["macs_denoiser"] < full["macs_denoiser"]
     assert sparse["macs_encoder"] == full["macs_encoder"] and full["peak_mem_bytes"] > 0
+    files = {k: torch.load(FIX / f, weights_only=True) for k, f in (("qdm", "qdm_tiny.ckpt"), ("kl", "vae_kl_tiny.ckpt"))}
+    stored = {k: sum(v.numel() for n, v in f["state_dict"].items() if not n.endswith("pos_embed"))
+              for k, f in files.items()}  # every learnable tensor of the authors' files, none of their frozen tables
+    assert full["params_denoiser"] == stored["qdm"] and full["params_first_stage"] == stored["kl"]
     again = _sr(tmp_path, "--thresholds", "0,0.15")  # resumes: nothing is measured twice
     assert again.exit_code == 0 and "kept from" in again.output
     assert len((tmp_path / "sr.jsonl").read_text().splitlines()) == 2

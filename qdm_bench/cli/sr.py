@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from qdm_bench.cli.execute import check_writable
+from qdm_bench.cli.options import one_model
 
 __all__ = ["sr_cmd", "parse_model_options", "run_job", "latent_job", "preset_options"]
 
@@ -82,7 +83,8 @@ def _thresholds(text: str | None) -> tuple[float, ...] | None:
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False), help="Write SR images here (PNG).")
 @click.option("--out", "-o", default="results/sr.jsonl", show_default=True, type=click.Path(dir_okay=False),
               help="Results file (one row per image and threshold; re-running resumes).")
-@click.option("--model", "-m", "model", default=None, help="Denoiser other than the preset's (e.g. your own size).")
+@click.option("--models", "-m", "model", default=None,
+              help="Denoiser other than the preset's (one registered model, e.g. your own size).")
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="Architecture option of the denoiser (repeatable), e.g. dim=64.")
 def sr_cmd(preset_name, ckpt, first_stage, images, hr, from_hr, thresholds, seed, device, tile_batch, limit, metrics,
@@ -92,6 +94,7 @@ def sr_cmd(preset_name, ckpt, first_stage, images, hr, from_hr, thresholds, seed
     from qdm_bench.evaluate.metrics import METRICS
 
     device = _device(device)
+    model = one_model(model)
     extra = tuple(m.strip() for m in metrics.split(",") if m.strip())
     unknown = [m for m in extra if m not in METRICS]
     if unknown:

@@ -94,7 +94,9 @@ def pipeline_costs(pipe: Any, stats: Any, job: SRJob) -> dict[str, int]:
         enc += count_module_macs(stage.encoder_module(), y)[0]
         dec += count_module_macs(stage.decoder_module(), z)[0]
         den_macs += p.steps * count_model_macs(den, info, lh, lw, b, mask=mask).macs
-    return {"macs_encoder": enc, "macs_denoiser": den_macs, "macs_decoder": dec, "macs": enc + den_macs + dec}
+    return {"macs_encoder": enc, "macs_denoiser": den_macs, "macs_decoder": dec, "macs": enc + den_macs + dec,
+            "params_denoiser": sum(t.numel() for t in den.parameters()),
+            "params_first_stage": sum(t.numel() for t in stage.parameters())}
 
 
 def sr_key(job: SRJob, image: str, threshold: float) -> str:
