@@ -7,7 +7,7 @@ the authors is renamed key by key (:func:`convert_ldm_state_dict`) and loaded st
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -299,6 +299,49 @@ def load_first_stage(path: str, kind: str | None = None, config: FirstStageConfi
     return stage.float().eval()
 
 
-__all__ = ["FIRST_STAGE_CONFIGS", "FirstStage", "FirstStageConfig", "build_diffusers_model", "config_from_ddconfig",
+class FirstStageRoundTrip(nn.Module):
+    """A first stage under the denoiser calling convention, ``model(x, t, lq, mask=None)`` = decode(encode(x)), so
+    its parameters, MACs and memory are measured like any model's (one round trip per super-resolution)."""
+
+    def __init__(self, config: FirstStageConfig):
+        super().__init__()
+        self.stage = FirstStage(config)
+
+    @property
+    def input_multiple(self) -> int:
+        """H and W must be multiples of the downsampling factor."""
+        return self.stage.downsample_factor
+
+    def forward(self, x: torch.Tensor, t: Any = None, lq: Any = None, mask: Any = None) -> torch.Tensor:
+        """decode(encode(x)); t, lq and mask are ignored."""
+        h, w = x.shape[-2:]
+        f = self.input_multiple
+        if x.ndim != 4 or h % f or w % f:
+            raise ValueError(f"the first stage needs (B, {self.stage.config.in_channels}, H, W) with H and W multiples "
+                             f"of {f}, got {tuple(x.shape)}")
+        return self.stage.decode(self.stage.encode(x))
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The authors' LDM layout (or ours) → this module's keys."""
+        if all(k.startswith("stage.") for k in state):
+            return state
+        try:
+            converted = convert_ldm_state_dict(state, self.stage.config)
+        except ValueError as e:
+            raise ValueError(f"{e}") from None
+        return {"stage.model." + k: v for k, v in converted.items()}
+
+
+def kl_f4(**overrides: Any) -> FirstStageRoundTrip:
+    """The authors' medical KL-f4 autoencoder (weights/medical_autoencoder.ckpt): encode + decode."""
+    return FirstStageRoundTrip(replace(FIRST_STAGE_CONFIGS["kl-f4-medical"], **overrides))
+
+
+def vq_f4(**overrides: Any) -> FirstStageRoundTrip:
+    """The authors' real-world VQ-f4 autoencoder (weights/autoencoder_vq_f4.pth): encode + quantise + decode."""
+    return FirstStageRoundTrip(replace(FIRST_STAGE_CONFIGS["vq-f4-realworld"], **overrides))
+
+
+__all__ = ["FIRST_STAGE_CONFIGS", "FirstStage", "FirstStageConfig", "FirstStageRoundTrip", "kl_f4", "vq_f4", "build_diffusers_model", "config_from_ddconfig",
            "config_from_state_dict", "convert_ldm_state_dict", "load_first_stage", "read_checkpoint",
            "unwrap_state_dict"]

@@ -55,6 +55,12 @@ def _table() -> dict[str, ModelInfo]:
         "dualdomain-resshift", "baselines.dualdomain:dualdomain_resshift", family="dualdomain", space="pixel",
         multiple=8, num_steps=15, diffusion="dualdomain",
         description="Dual-domain (spatial + DCT + DWT) ResShift U-Net, predicts x0 - y0 (1,387,075 parameters).")
+    for name, kind in (("kl-f4", "medical KL-f4"), ("vq-f4", "real-world VQ-f4")):
+        models[name] = ModelInfo(
+            name, f"qdm.first_stage:{name.replace('-', '_')}", family="first-stage", space="pixel", multiple=4,
+            num_steps=1, diffusion="none",
+            description=f"QDM's {kind} first-stage autoencoder (LDM encoder + decoder, diffusers): one round trip "
+                        "per SR (needs diffusers: pip install 'qdm-bench[latent]').")
     return models
 
 

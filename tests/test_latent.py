@@ -153,3 +153,26 @@ def test_quality_and_ablate_threshold_take_the_authors_checkpoints_with_a_preset
     row = json.loads(out.read_text().splitlines()[0])
     assert row["command"] == "sr" and row["psnr"] is not None and row["threshold"] == (0.0 if cmd == ["quality"]
                                                                                        else 0.15)
+
+
+@pytest.mark.parametrize("name,files,options", [
+    ("kl-f4", ("vae_kl_tiny.ckpt", "vae_kl_tiny.io.pt"), dict(ch=32, num_res_blocks=1)),
+    ("vq-f4", ("vq_f4_tiny.pth", "vq_f4_tiny.io.pt"), dict(ch=32, num_res_blocks=1, n_embed=64)),
+])
+def test_the_first_stages_are_registered_models_loading_the_authors_files(name, files, options):
+    """create_model + --ckpt take the authors' LDM files; forward is the round trip decode(encode(x))."""
+    io = torch.load(FIX / files[1], weights_only=True)
+    model = create_model(name, checkpoint_path=str(FIX / files[0]), **options).double().eval()
+    with torch.no_grad():
+        out = model(io["inputs"]["image"], None, None)
+    assert (out - io["outputs"]["decoded"]).abs().max() < 1e-10
+
+
+def test_first_stage_costs_are_measured_like_any_model(tmp_path):
+    res = CliRunner().invoke(main, ["macs", "-m", "kl-f4,vq-f4", "--res", "64", "-o", str(tmp_path / "m.jsonl")])
+    assert res.exit_code == 0, res.output
+    rows = {r["model"]: r for r in map(json.loads, (tmp_path / "m.jsonl").read_text().splitlines())}
+    assert rows["kl-f4"]["params"] == 55_312_063 and rows["vq-f4"]["params"] == 55_322_782  # test_first_stage's hand counts
+    assert rows["kl-f4"]["macs"] > 0 and rows["kl-f4"]["attention_macs"] > 0
+    bad = CliRunner().invoke(main, ["train", "-m", "kl-f4", "--steps", "1", "--run-dir", str(tmp_path / "r")])
+    assert bad.exit_code != 0 and "not a denoiser" in bad.output and not (tmp_path / "r").exists()

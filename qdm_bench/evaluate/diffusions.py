@@ -38,6 +38,10 @@ def make_diffusion(name: str, **kwargs: Any):
 def diffusion_for(info: Any, kappa: float | None = None, posterior: str | None = None):
     """The process a model (its ModelInfo) trains and samples with; ``kappa`` sets the ResShift noise scale κ and
     ``posterior`` its reverse step on inactive sites ("paper": Eq. 4, the default; "reference": the authors' code)."""
+    if info.diffusion == "none":
+        raise ConfigError(f"{info.name} is a {info.family} model, not a denoiser: train, quality and pgs take "
+                          "denoisers (its cost is measured by params, macs, memory and speed, and `qdm-bench sr` runs "
+                          "it in the authors' pipeline)")
     if info.diffusion == "resshift":
         from qdm.diffusion import ResShiftDiffusion, eta_schedule
 

@@ -269,7 +269,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
     from qdm_bench.evaluate.diffusions import diffusion_for
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
     for name, value in (("steps", cfg.steps), ("batch", cfg.batch), ("crop", cfg.crop), ("ckpt_every",
                                                                                           cfg.ckpt_every)):
@@ -287,6 +286,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
         resolve(cfg.model).check_resolution(cfg.crop, cfg.crop)
     except ModelError as e:
         raise ModelError(f"{e} (set by --crop)") from None
+    diffusion = diffusion_for(info, cfg.kappa)  # refuses a model that is no denoiser before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     net = create_model(cfg.model, **cfg.overrides)
     model = wrap_prediction(net, cfg.prediction, cfg.kappa, cfg.sigma_data)
@@ -307,7 +308,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
         diff_gen.set_state(ckpt["rng"]["diffusion"])
         step, losses = int(ckpt["step"]), list(ckpt.get("losses", []))
         seconds_before = float(ckpt.get("train_seconds", 0.0))
-    diffusion = diffusion_for(info, cfg.kappa)
     model.train()
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"unknown --lr-schedule {cfg.lr_schedule!r}; use constant or cosine")
