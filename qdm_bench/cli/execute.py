@@ -19,7 +19,7 @@ def _measure(command: str, metrics: tuple[str, ...], models, res, batches, devic
     """Build the cells of a measurement command and execute them (see :func:`_execute`)."""
     from qdm_bench.measure.sweep import expand_models, make_cells
 
-    kw = _cell_kwargs(device, threads, cpu_max_res, use_compile, warmup, reps, max_time)
+    kw = _cell_kwargs(device, threads, cpu_max_res, use_compile, warmup, reps, max_time, executor)
     names = expand_models(models)
     resolutions = _res_list(res, "1024" if kw["device"] != "cpu" else default_cpu_res)
     _check_image(image)
@@ -37,11 +37,15 @@ def _slurm_params(partition, minutes) -> dict:
     return params
 
 
-def _cell_kwargs(device, threads, cpu_max_res, use_compile, warmup, reps, max_time) -> dict:
-    """Cell settings shared by every command: device, threads (1 on CPU by default), timing budget."""
+def _cell_kwargs(device, threads, cpu_max_res, use_compile, warmup, reps, max_time, executor="local") -> dict:
+    """Cell settings shared by every command: device, threads (1 on CPU by default), timing budget.
+
+    With ``--executor slurm`` a CUDA device (``auto`` or ``cuda``) is not resolved here — the submitting login node
+    usually has no GPU — but in each job, on the compute node (:func:`qdm_bench.measure.runner.measure_cell_dict`).
+    """
     from qdm_bench.measure.validate import resolve_device
 
-    dev = resolve_device(device)
+    dev = "cuda" if executor == "slurm" and device in ("auto", "cuda") else resolve_device(device)
     if threads is not None and threads < 1:
         raise click.BadParameter("must be at least 1", param_hint="--threads")
     return dict(device=dev, threads=(threads or 1) if dev == "cpu" else threads, cpu_max_res=cpu_max_res,
@@ -161,7 +165,7 @@ def _write_summary(path, command: str, device: str, out_path, rows, notes) -> No
 def _ablation_cell_kwargs(ex: dict) -> dict:
     """Cell settings from the execution options of an ablation command (the cell-only ones are taken out of ``ex``)."""
     return _cell_kwargs(ex.pop("device"), ex["threads"], ex["cpu_max_res"], ex.pop("use_compile"), ex.pop("warmup"),
-                        ex.pop("reps"), ex.pop("max_time"))
+                        ex.pop("reps"), ex.pop("max_time"), ex.get("executor", "local"))
 
 
 def _run_ablation(command: str, cells, metrics, ex: dict) -> None:

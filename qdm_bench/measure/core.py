@@ -6,6 +6,7 @@ before any cell runs (:mod:`qdm_bench.measure.validate`), so a failure here is a
 """
 from __future__ import annotations
 
+import gc
 import time
 import traceback
 from typing import Any, Callable
@@ -100,10 +101,13 @@ def measure_in_process(cell: Cell, progress: Callable[[str], None] | None = None
         return measure_cell(cell, progress)
     except Exception as e:  # noqa: BLE001 - every failure becomes a result row
         tb = traceback.format_exc()
-        if is_oom(e):
+        if is_oom(e):  # free what the failed cell held, so the next cell in this process starts clean
+            why = str(e).splitlines()[0] if str(e) else "out of memory"
+            e.__traceback__ = None  # its frames hold the cell's tensors
+            gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            return error_row(cell, "oom", str(e).splitlines()[0] if str(e) else "out of memory",
-                             time.perf_counter() - t0, tb)
+                torch.cuda.reset_peak_memory_stats()
+            return error_row(cell, "oom", why, time.perf_counter() - t0, tb)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         return error_row(cell, "error", f"{type(e).__name__}: {msg}", time.perf_counter() - t0, tb)

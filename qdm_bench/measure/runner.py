@@ -264,8 +264,17 @@ def run_cells(cells: Iterable[Cell], out: str | Path, isolate: bool | str = "aut
 
 
 def measure_cell_dict(cell: dict[str, Any]) -> dict[str, Any]:
-    """Measure a cell given as its flat dict (picklable entry point for cluster executors)."""
-    return measure_in_process(Cell.from_flat(cell))
+    """Measure a cell given as its flat dict (picklable entry point for cluster executors); a CUDA cell is checked
+    here, on the compute node, where its device is resolved."""
+    import socket
+
+    import torch
+
+    c = Cell.from_flat(cell)
+    if c.run.device.startswith("cuda") and not torch.cuda.is_available():
+        return error_row(c, "error", f"no CUDA device in this job (host {socket.gethostname()}); request a GPU "
+                         "partition with --slurm-partition, or measure with --device cpu", 0.0)
+    return measure_in_process(c)
 
 
 def _run_submitit(cells: list[Cell], finish, on_start, params: dict[str, Any]) -> None:
