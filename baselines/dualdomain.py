@@ -61,7 +61,8 @@ def _require(module: str, impl: str):
         return importlib.import_module(module)
     except ImportError:  # pragma: no cover - both are installed in the project's environment
         pkg, alt = {"torch_dct": ("torch-dct", "dct_impl='matrix'"), "ptwt": ("ptwt", "dwt_impl='polyphase'")}[module]
-        raise ImportError(f"{impl} needs the {pkg} package (pip install {pkg}) or use {alt}") from None
+        raise ImportError(f"dualdomain-resshift ({impl}) needs torch-dct and ptwt: pip install 'qdm-bench[dualdomain]' "
+                          f"(or use {alt})") from None
 
 
 # ----------------------------------------------------------------------------------------------------- transforms

@@ -13,8 +13,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
-__all__ = ["UserError", "ConfigError", "ResultsError", "CheckpointError", "ImageError", "DEBUG_ENV",
-           "is_user_error", "first_line", "write_traceback", "debug_enabled"]
+__all__ = ["UserError", "ConfigError", "ResultsError", "CheckpointError", "ImageError", "DEBUG_ENV", "EXTRAS",
+           "is_user_error", "first_line", "write_traceback", "debug_enabled", "require"]
 
 DEBUG_ENV = "QDM_BENCH_DEBUG"
 _MODEL_PACKAGES = ("qdm", "baselines")
@@ -38,6 +38,25 @@ class CheckpointError(UserError):
 
 class ImageError(UserError):
     """An image, image set or folder that cannot be read."""
+
+
+# optional module -> (package to install, qdm-bench extra that installs it); see pyproject.toml
+EXTRAS: dict[str, tuple[str, str]] = {
+    "skimage": ("scikit-image", "images"), "pydicom": ("pydicom", "images"),
+    "torch_dct": ("torch-dct", "dualdomain"), "ptwt": ("ptwt", "dualdomain"), "fvcore": ("fvcore", "fvcore"),
+    "submitit": ("submitit", "slurm"), "pyiqa": ("pyiqa", "quality"), "diffusers": ("diffusers", "latent"),
+}
+
+
+def require(module: str, purpose: str):
+    """Import optional ``module`` (a key of :data:`EXTRAS`), or raise a one-line ConfigError naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pkg, extra = EXTRAS[module]
+        raise ConfigError(f"{purpose} needs {pkg}: pip install 'qdm-bench[{extra}]'") from None
 
 
 def _raised_in_model_package(exc: BaseException) -> bool:

@@ -130,6 +130,12 @@ def _execute(command: str, cells, metrics, out, isolate, timeout, fmt, summary, 
     if summary:
         _write_summary(Path(summary), command, dev, out_path, report.rows, notes)
         click.echo(f"summary written to {summary}", err=True)
+    missing = [r["message"] for r in bad if "pip install 'qdm-bench[" in (r.get("message") or "")]
+    if missing:  # a missing optional package is the user's to fix: exit non-zero with its one-line fix
+        from qdm_bench.errors import ConfigError
+
+        raise ConfigError(missing[0].split(": ", 1)[-1] if missing[0].startswith(("ImportError", "ModuleNotFound",
+                                                                                  "ConfigError")) else missing[0])
     return report.rows
 
 

@@ -50,7 +50,8 @@ def params(**kw) -> None:
 @click.option("--breakdown", is_flag=True, help="Also print a per-module MAC table for each model and resolution.")
 @click.option("--breakdown-tool", type=click.Choice(["auto", "fvcore", "meta"]), default="auto", show_default=True,
               help="fvcore = fvcore's table on real CPU tensors with an attention handle (small sizes only); "
-                   "meta = the exact meta-device count per module (any size); auto = fvcore up to 256x256.")
+                   "meta = the exact meta-device count per module (any size); auto = fvcore up to 256x256 "
+                   "(meta where fvcore is not installed).")
 @click.option("--depth", type=int, default=2, show_default=True, help="Module depth of the breakdown.")
 def macs(breakdown: bool, breakdown_tool: str, depth: int, **kw) -> None:
     """Exact MACs of one network evaluation and of a 15-step super-resolution, attention included.
@@ -84,7 +85,7 @@ def _print_breakdowns(rows, tool: str, depth: int, kw) -> None:
             meta_model = create_model(cell.model.name, **overrides)
         mask = cell_mask(cell, meta_model) if hasattr(meta_model, "plan") else None
         h, w, b = cell.input.height, cell.input.width, cell.input.batch
-        use_fvcore = tool == "fvcore" or (tool == "auto" and max(h, w) <= 256)
+        use_fvcore = tool == "fvcore" or (tool == "auto" and max(h, w) <= 256 and _have_fvcore())
         click.echo(f"\n{cell.label()}: per-module breakdown "
                    + ("(fvcore, real CPU tensors, SDPA handle; fvcore also prices norms)" if use_fvcore
                       else "(exact meta-device count)"))
@@ -130,3 +131,11 @@ def run(**kw) -> None:
     """All measurements (parameters, MACs, peak memory, speed) for every cell, one fresh subprocess per cell."""
     _measure("run", ("params", "macs", "memory", "speed"), **kw)
 
+
+def _have_fvcore() -> bool:
+    """Whether the optional fvcore cross-check can be imported (extra ``qdm-bench[fvcore]``)."""
+    try:
+        import fvcore  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -41,8 +41,25 @@ def models(patterns: tuple[str, ...], extra: tuple[str, ...], fmt: str) -> None:
     if not names:
         raise click.ClickException(f"no registered model matches {', '.join(pats)}; run `qdm-bench models` "
                                    "without --filter to see them all")
-    df = pd.DataFrame([model_summary(n) for n in names])
+    rows, missing = [], {}
+    for n in names:
+        try:
+            rows.append(model_summary(n))
+        except ImportError as e:  # a model of an optional extra that is not installed: listed without counts
+            if "pip install" not in str(e):
+                raise
+            info = resolve(n)
+            missing[info.name] = str(e).strip().splitlines()[0]
+            rows.append({"model": info.name, "family": info.family, "space": info.space, "multiple": info.multiple,
+                         "uses_mask": info.uses_mask, "params_learnable": None, "params_frozen": None,
+                         "params_paper": None, "buffers": None})
+    df = pd.DataFrame(rows)
     df["params_paper"] = df["params_paper"].astype("Int64")
+    if missing:
+        for col in ("params_learnable", "params_frozen", "buffers"):
+            df[col] = df[col].astype("Int64")
+        for name, why in missing.items():
+            click.echo(f"{name}: no parameter counts ({why})", err=True)
     if fmt == "csv":
         click.echo(df.to_csv(index=False), nl=False)
         return

@@ -66,7 +66,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qdm_bench.errors import ImageError
+from qdm_bench.errors import ImageError, require
 from qdm_bench.data.core import (
     KINDS, EvalImage, _center_crop_np, _first_line, _Loader, _positive, _scale_raster, _to_hr,
 )
@@ -113,6 +113,7 @@ def _read_user_file(path: Path) -> list[EvalImage]:
         return _read_user_dicom(path)
     if path.suffix.lower() not in RASTER_SUFFIXES:
         raise ImageError(f"{path} is not an image file; give PNG, JPEG, TIFF, BMP, WebP or DICOM (.dcm)")
+    require("skimage", "reading image files")
     try:
         from skimage import io
 
@@ -155,6 +156,7 @@ NATURAL = (  # (name, skimage.data function, centre crop side or None)
 def _skimage_loader(name: str, func: str, crop: int | None) -> _Loader:
     """A loader for a bundled scikit-image photograph (stereo pairs: the left view)."""
     def load() -> list[EvalImage]:
+        require("skimage", "the natural image set")
         from skimage import data
 
         arr = getattr(data, func)()
@@ -170,6 +172,8 @@ def _skimage_loader(name: str, func: str, crop: int | None) -> _Loader:
 def _grace_hopper() -> list[EvalImage]:
     """matplotlib's bundled grace_hopper.jpg."""
     from matplotlib import cbook
+
+    require("skimage", "the natural image set")
     from skimage import io
 
     path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdm_bench.errors import ImageError
+from qdm_bench.errors import ImageError, require
 from qdm_bench.data.core import EvalImage, _first_line, _Loader, _to_hr
 
 __all__ = ["CT_WINDOW", "MR_PERCENTILES", "ct_window", "percentile_clip", "read_s1045"]
@@ -73,7 +73,7 @@ def _rescale(ds, frame: int) -> tuple[float, float]:
 
 def _dicom_pixels(path: Path):
     """Read a DICOM file: (dataset, pixel array), or (dataset, None) when it has no pixel data."""
-    import pydicom
+    pydicom = require("pydicom", "reading DICOM files")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -143,6 +143,7 @@ def _is_dicom(path: Path) -> bool:
 
 def _read_user_dicom(path: Path) -> list[EvalImage]:
     """A user's DICOM file (kind "user"); [] for a valid DICOM object without pixel data; errors name the file."""
+    require("pydicom", "reading DICOM files")
     try:
         ds, arr = _dicom_pixels(path)
         if arr is None:
@@ -179,6 +180,7 @@ def _s1045() -> list[EvalImage]:
 def _testdata_loader(filename: str, optional: bool) -> _Loader:
     """A loader for a pydicom (or pydicom-data) test file, never downloading; optional files fail silently."""
     def load() -> list[EvalImage]:
+        require("pydicom", "the bundled DICOM image set")
         from pydicom.data import get_testdata_file
 
         path = get_testdata_file(filename, download=False)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from qdm_bench.data.core import EvalImage, _Loader, _positive, _to_hr
+from qdm_bench.errors import require
 from qdm_bench.data.medical import _window_label, ct_window
 
 __all__ = ["PHANTOM_SIZE", "ORGAN_HU", "ct_phantom"]
@@ -73,6 +74,7 @@ def _phantom_loader(name: str, seed: int, noise: float, size: int) -> _Loader:
 def _shepp_logan_loader(size: int) -> _Loader:
     """A loader for scikit-image's Shepp-Logan phantom, nearest-neighbour resized to size×size."""
     def load() -> list[EvalImage]:
+        require("skimage", "the Shepp-Logan phantom")
         from skimage import data
 
         x = torch.from_numpy(np.asarray(data.shepp_logan_phantom(), dtype=np.float32))[None, None]

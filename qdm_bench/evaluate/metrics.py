@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from qdm_bench.errors import ConfigError
+from qdm_bench.errors import ConfigError, require
 
 __all__ = ["FULL_REFERENCE", "LEARNED", "METRICS", "y_channel", "psnr_y", "ssim_y", "psnr_rgb", "hub_dir",
            "learned_metric", "score", "register_metric", "METRIC_FUNCTIONS"]
@@ -69,6 +69,7 @@ def register_metric(name: str) -> Callable:
 
 def y_channel(x: torch.Tensor) -> torch.Tensor:
     """BT.601 luma (B, H, W) in [16, 235] of RGB images (B, 3, H, W) in [0, 1]."""
+    require("skimage", "PSNR/SSIM scoring")
     from skimage.color import rgb2ycbcr
 
     return torch.from_numpy(np.stack([rgb2ycbcr(img)[..., 0] for img in _images(x)]))
@@ -77,6 +78,7 @@ def y_channel(x: torch.Tensor) -> torch.Tensor:
 def _pairs(sr: torch.Tensor, hr: torch.Tensor, crop: int, luma: bool) -> list[tuple[np.ndarray, np.ndarray]]:
     if sr.shape != hr.shape:
         raise ValueError(f"SR {tuple(sr.shape)} and HR {tuple(hr.shape)} differ in shape")
+    require("skimage", "PSNR/SSIM scoring")
     from skimage.color import rgb2ycbcr
 
     a, b = _crop(_images(sr), crop), _crop(_images(hr), crop)

@@ -279,6 +279,9 @@ def fvcore_breakdown(name: str, res: int | tuple[int, int], batch: int = 1, mask
     """
     import logging
 
+    from qdm_bench.errors import require
+
+    require("fvcore", "--breakdown-tool fvcore")
     from fvcore.nn import FlopCountAnalysis, flop_count_table
 
     h, w = _as_hw(res)

@@ -282,7 +282,7 @@ def _run_submitit(cells: list[Cell], finish, on_start, params: dict[str, Any]) -
     try:
         import submitit
     except ImportError:
-        raise ImportError("--executor slurm needs submitit: pip install submitit (or qdm-bench[slurm])") from None
+        raise ImportError("--executor slurm needs submitit: pip install 'qdm-bench[slurm]'") from None
     params = dict(params)
     folder = params.pop("folder", "results/submitit/%j")
     cluster = params.pop("cluster", None)

@@ -120,6 +120,11 @@ class SpeedPlugin:
         "latency_p90_ms": "90th percentile, ms", "latency_n": "timed repetitions",
         "throughput_img_s": "batch / median latency, images per second",
         "windows_per_s": "computed windows / median latency (mask-using models)",
+        "achieved_tflops": "2 x macs / median latency (s) / 1e12: achieved TFLOP/s of one forward",
+        "peak_tflops": "measured matmul peak of the device in the row's dtype, TFLOP/s (2 n^3 / best time; "
+                       "docs/measurement.md §4.7)",
+        "peak_matmul_n": "side n of the square matmul that measured peak_tflops",
+        "peak_share": "achieved_tflops / peak_tflops",
     }
 
     def measure(self, ctx, row) -> None:
@@ -149,6 +154,28 @@ class SpeedPlugin:
                    latency_n=tm.n, throughput_img_s=cell.input.batch * 1000.0 / tm.median_ms)
         if ctx.plan is not None:
             row["windows_per_s"] = ctx.plan.n_selected * 1000.0 / tm.median_ms
+        self._throughput(ctx, row, tm.median_ms)
+
+    @staticmethod
+    def _throughput(ctx, row, median_ms: float) -> None:
+        """Achieved TFLOP/s from the row's MACs (counted by the shared meta pass if absent) next to the peak."""
+        from qdm_bench.measure.throughput import achieved_tflops, peak_with_note
+
+        run = ctx.cell.run
+        macs = row.get("macs")
+        if macs is None:
+            try:
+                macs = ctx.count().macs  # the same cached meta-device pass the macs plugin reads
+            except Exception as e:  # noqa: BLE001 - a failed count must not lose the latency
+                ctx.notes.append(f"achieved_tflops not computed: MACs count failed "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+        ctx.say("peak")
+        peak, n, note = peak_with_note(run.device, ctx.cell.input.dtype, run.threads)
+        if note:
+            ctx.notes.append(note)
+        achieved = achieved_tflops(macs, median_ms)
+        row.update(achieved_tflops=achieved, peak_tflops=peak, peak_matmul_n=n,
+                   peak_share=achieved / peak if achieved is not None and peak else None)
 
 
 PLUGIN = SpeedPlugin()
