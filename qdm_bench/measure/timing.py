@@ -125,6 +125,8 @@ class SpeedPlugin:
                        "docs/measurement.md §4.7)",
         "peak_matmul_n": "side n of the square matmul that measured peak_tflops",
         "peak_share": "achieved_tflops / peak_tflops",
+        "sdpa_kernels": "attention kernels the forward ran, with call counts (flash, flash-cpu, memory-efficient, "
+                        "cudnn, math), seen on the first warm-up call",
     }
 
     def measure(self, ctx, row) -> None:
@@ -137,8 +139,13 @@ class SpeedPlugin:
         _, fn = ctx.real()
         ctx.say("warm-up")
         deadline = time.perf_counter() + run.warmup_s
-        for _ in range(max(1, run.warmup)):
-            fn()
+        for k in range(max(1, run.warmup)):
+            if k == 0 and not cell.model.compile:  # the first warm-up call also tells which attention kernels run
+                from qdm_bench.measure.sdpa import sdpa_kernels
+
+                row["sdpa_kernels"] = sdpa_kernels(fn)[1]
+            else:
+                fn()
             if time.perf_counter() > deadline:
                 break
         ctx.say("timing")
