@@ -77,7 +77,7 @@ def test_slurm_executor_without_submitit_is_a_clear_error(tmp_path):
         pass
     result = invoke("ablate", "res", "-m", "dit-s/8", "--res", "64", "--executor", "slurm", "-o",
                     str(tmp_path / "s.jsonl"))
-    assert result.exit_code != 0 and "pip install submitit" in result.output.strip().splitlines()[-1]
+    assert result.exit_code != 0 and "pip install 'qdm-bench[slurm]'" in result.output.strip().splitlines()[-1]
 
 
 def test_submitit_executor_gathers_rows(tmp_path):

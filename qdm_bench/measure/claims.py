@@ -82,21 +82,23 @@ class Claims:
 
     def release_all(self) -> None:
         """Drop every claim of this process (an interrupted sweep)."""
-        try:
-            for path in self.folder.iterdir():
-                if path.read_text() == self.me:
-                    path.unlink()
-            self.folder.rmdir()
-        except OSError:
-            pass
+        with locked(self.results):  # under the lock: another sweep may be creating the folder to claim a cell
+            try:
+                for path in self.folder.iterdir():
+                    if path.read_text() == self.me:
+                        path.unlink()
+                self.folder.rmdir()
+            except OSError:
+                pass
 
     def release(self, key: str) -> None:
         """Drop this process's claim of a cell (its row is written, or it failed)."""
         path = self._path(key)
-        try:
-            if path.read_text() == self.me:
-                path.unlink()
-            if self.folder.exists() and not any(self.folder.iterdir()):
-                self.folder.rmdir()
-        except OSError:
-            pass
+        with locked(self.results):  # the folder is removed only while no other sweep can be claiming into it
+            try:
+                if path.read_text() == self.me:
+                    path.unlink()
+                if self.folder.exists() and not any(self.folder.iterdir()):
+                    self.folder.rmdir()
+            except OSError:
+                pass
