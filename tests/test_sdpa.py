@@ -28,6 +28,19 @@ def test_every_attention_call_of_qdm_is_seen_once():
     assert _count(seen) == 2 + 2 * 2
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode, torch.enable_grad])
+def test_the_recorded_kernel_is_the_one_the_profiler_sees(mode):
+    from torch.profiler import profile
+
+    fn = _forward("qdm-t")
+    with mode():
+        _, seen = sdpa_kernels(fn)
+        with profile() as prof:
+            fn()
+    fused = [e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product_flash_attention")]
+    assert seen == f"flash×{len(fused)}" and len(fused) == 6
+
+
 def test_forcing_the_math_backend_is_recorded_as_math():
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         _, seen = sdpa_kernels(_forward("qdm-t"))

@@ -1,4 +1,10 @@
-"""Which scaled-dot-product-attention kernels a forward actually runs: flash, memory-efficient, cuDNN or math."""
+"""Which scaled-dot-product-attention kernels a forward runs: flash, memory-efficient, cuDNN or math.
+
+Each call of ``F.scaled_dot_product_attention`` is intercepted and asked ``torch._fused_sdp_choice`` with its own
+arguments — the function SDPA itself calls to pick its kernel — so the answer is the same under ``no_grad``,
+``inference_mode`` and ``sdpa_kernel`` restrictions (a dispatch-level watcher misses the fused kernels under
+``inference_mode``).  The profiler agrees on CPU (``tests/test_sdpa.py``).
+"""
 from __future__ import annotations
 
 from collections import Counter
@@ -6,57 +12,39 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["sdpa_kernels", "KERNELS"]
 
-# ATen kernels behind F.scaled_dot_product_attention → the name recorded in rows
-KERNELS = {
-    "_scaled_dot_product_flash_attention": "flash",
-    "_scaled_dot_product_flash_attention_for_cpu": "flash-cpu",
-    "_scaled_dot_product_efficient_attention": "memory-efficient",
-    "_scaled_dot_product_cudnn_attention": "cudnn",
-    "_scaled_dot_product_fused_attention_overrideable": "fused-other",
-}
+# torch.nn.attention.SDPBackend values → the name recorded in rows
+KERNELS = {0: "math", 1: "flash", 2: "memory-efficient", 3: "cudnn", 4: "fused-other"}
 
 
-class _Calls(torch.overrides.TorchFunctionMode):
-    """Counts calls of F.scaled_dot_product_attention."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.n = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is F.scaled_dot_product_attention:
-            self.n += 1
-        return func(*args, **(kwargs or {}))
-
-
-class _Kernels(TorchDispatchMode):
-    """Counts the fused attention kernels that reach dispatch (the math path decomposes into matmuls instead)."""
+class _Choices(torch.overrides.TorchFunctionMode):
+    """Counts the kernel SDPA picks for each of its calls."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: Counter[str] = Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func._schema.name.split("::")[-1]
-        if name in KERNELS:
-            self.seen[KERNELS[name]] += 1
-        return func(*args, **(kwargs or {}))
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, k, v, *rest = args
+            names = ("attn_mask", "dropout_p", "is_causal")
+            opts = dict(zip(names, rest), **{n: kwargs[n] for n in (*names, "scale") if n in kwargs})
+            try:
+                choice = int(torch._fused_sdp_choice(q, k, v, **opts))
+            except Exception:  # noqa: BLE001 - an argument the chooser does not take: record it as unknown
+                choice = -2
+            self.seen[KERNELS.get(choice, "unknown")] += 1
+        return func(*args, **kwargs)
 
 
 def sdpa_kernels(fn: Callable[[], Any]) -> tuple[Any, str | None]:
-    """(fn(), the attention kernels it ran as "name×count, …" — "math" for calls no fused kernel served — or None
-    when it calls no attention)."""
-    calls, kernels = _Calls(), _Kernels()
-    with calls, kernels:
+    """(fn(), the attention kernels it ran as "name×count, …", or None when it calls no attention)."""
+    mode = _Choices()
+    with mode:
         out = fn()
-    seen = Counter(kernels.seen)
-    math_calls = calls.n - sum(seen.values())
-    if math_calls > 0:
-        seen["math"] += math_calls
-    if not seen:
+    if not mode.seen:
         return out, None
-    return out, ", ".join(f"{k}×{v}" for k, v in sorted(seen.items()))
+    return out, ", ".join(f"{k}×{v}" for k, v in sorted(mode.seen.items()))

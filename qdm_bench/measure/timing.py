@@ -125,7 +125,7 @@ class SpeedPlugin:
                        "docs/measurement.md §4.7)",
         "peak_matmul_n": "side n of the square matmul that measured peak_tflops",
         "peak_share": "achieved_tflops / peak_tflops",
-        "sdpa_kernels": "attention kernels the forward ran, with call counts (flash, flash-cpu, memory-efficient, "
+        "sdpa_kernels": "attention kernels the forward ran, with call counts (flash, memory-efficient, "
                         "cudnn, math), seen on the first warm-up call",
     }
 
