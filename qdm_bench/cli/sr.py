@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from qdm_bench.cli.execute import check_writable
-from qdm_bench.cli.options import one_model
+from qdm_bench.cli.options import _float_list, one_model
 
 __all__ = ["sr_cmd", "parse_model_options", "run_job", "latent_job", "preset_options"]
 
@@ -51,18 +51,6 @@ def parse_model_options(values: tuple[str, ...]) -> tuple[tuple[str, int | float
     return tuple(out)
 
 
-def _thresholds(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"give comma-separated numbers, got {text!r}", param_hint="--thresholds") from None
-    if not values:
-        raise click.BadParameter("give at least one threshold", param_hint="--thresholds")
-    return values
-
-
 @click.command("sr", epilog=EPILOG_SR)
 @click.option("--preset", "-p", "preset_name", required=True,
               help="The authors' configuration (task, scale, first stage, latent scale, threshold, tiling): "
@@ -92,15 +80,17 @@ def sr_cmd(preset_name, ckpt, first_stage, images, hr, from_hr, thresholds, seed
     """Super-resolve images with the authors' latent pipeline: encode, masked sampling, decode (tiled)."""
     from qdm_bench.evaluate.latent_sr import SRJob, metrics_for
     from qdm_bench.evaluate.metrics import METRICS
+    from qdm_bench.measure.validate import resolve_device
 
-    device = _device(device)
+    device = resolve_device(device)
     model = one_model(model)
     extra = tuple(m.strip() for m in metrics.split(",") if m.strip())
     unknown = [m for m in extra if m not in METRICS]
     if unknown:
         raise click.BadParameter(f"unknown metric {unknown[0]!r}; use {', '.join(METRICS)}", param_hint="--metrics")
-    job = SRJob(preset_name, ckpt, first_stage, images, hr=hr, from_hr=from_hr, thresholds=_thresholds(thresholds),
-                seed=seed, device=device, tile_batch=tile_batch, out_dir=out_dir, limit=limit,
+    values = None if thresholds is None else tuple(_float_list(thresholds, "--thresholds"))
+    job = SRJob(preset_name, ckpt, first_stage, images, hr=hr, from_hr=from_hr, thresholds=values, seed=seed,
+                device=device, tile_batch=tile_batch, out_dir=out_dir, limit=limit,
                 metrics=metrics_for(extra), model=model, model_options=parse_model_options(model_options))
     run_job(job, out)
 
@@ -153,15 +143,8 @@ def latent_job(preset_name: str, ckpt: str, first_stage: str | None, images: str
         raise click.BadParameter("with --preset give the HR images to score (a folder or an image set)",
                                  param_hint="--images")
     values = tuple(0.0 if t is None else float(t) for t in thresholds)
+    from qdm_bench.measure.validate import resolve_device
+
     return SRJob(preset_name, ckpt, first_stage, images, from_hr=True, thresholds=values, seed=seed,
-                 device=_device(device), limit=limit, model=model, model_options=parse_model_options(model_options))
-
-
-def _device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine; use --device cpu", param_hint="--device")
-    return device
+                 device=resolve_device(device), limit=limit, model=model,
+                 model_options=parse_model_options(model_options))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,14 +42,14 @@ class SRJob:
         return self.model or preset_model, dict(self.model_options)
 
 
-def load_pipeline(job: SRJob, threshold: float | None = None):
+def load_pipeline(job: SRJob):
     """(LatentSR on ``job.device``, the preset) with the authors' weights; bad files raise one-line errors."""
     from qdm.first_stage import load_first_stage
     from qdm.latent import LatentSR, preset
     from qdm_bench.registry import ModelError, create_model
 
     try:
-        p = preset(job.preset, **({} if threshold is None else {"threshold": threshold}))
+        p = preset(job.preset)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     name, options = job.denoiser(p.model)
@@ -162,8 +162,9 @@ def run_sr(job: SRJob, results: str, on_image: Callable[[str, dict[str, Any]], N
     done = {r.get("key"): r for r in (read_results(results) if Path(results).exists() else [])
             if r.get("status") == "ok"}
     rows = []
+    pipe, loaded = load_pipeline(job)  # the weights once; a threshold only changes the preset the sampler reads
     for threshold in thresholds:
-        pipe, p = load_pipeline(job, threshold)
+        p = pipe.preset = replace(loaded, threshold=threshold)
         for name, lr, hr in pairs:
             key = sr_key(job, name, threshold)
             if key in done:
