@@ -15,11 +15,11 @@ from typing import Any, Sequence
 
 from qdm_bench.measure.results import read_results
 
-__all__ = ["Finding", "Tolerances", "compare_rows", "compare_files", "IDENTITY", "EXACT"]
+__all__ = ["Finding", "Tolerances", "compare_rows", "compare_files", "human", "IDENTITY", "EXACT"]
 
 IDENTITY = ("model", "height", "width", "batch", "dtype", "device", "compile", "threshold", "density", "window",
             "patch", "image", "image_size", "scale", "tile", "sampler", "posterior",
-            "ensemble")
+            "ensemble", "metric_convention")
 EXACT = ("params", "params_paper", "macs", "attention_macs", "macs_per_sr", "active_windows", "total_windows",
          "patch_density", "bops", "params_deploy")
 QUALITY_HIGHER = ("psnr", "ssim", "clipiqa", "musiq")  # higher is better
@@ -56,8 +56,44 @@ class Finding:
         return self.verdict in ("regression", "missing")
 
 
+_SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def _short(value: float) -> str:
+    """A count with an SI prefix and three significant digits: ``3.81 G``."""
+    for scale, prefix in _SI:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}"
+    return f"{value:g}"
+
+
+def human(metric: str, value: Any) -> str:
+    """A compared value in the unit a reader expects: counts exact with a short form, MiB, ms, dB, %."""
+    if value is None or isinstance(value, (str, bool)):
+        return "" if value is None else str(value)
+    v = float(value)
+    if not math.isfinite(v):
+        return str(value)
+    if metric == "patch_density":
+        return f"{100 * v:.2f} %"
+    if metric in EXACT:  # exact counts: every digit, and the short form to read it
+        return f"{int(v):,} ({_short(v)})" if v.is_integer() and abs(v) >= 1e4 else f"{v:,g}"
+    if metric.startswith("peak memory"):
+        return f"{v / 2**20:,.1f} MiB"
+    if metric.startswith("median latency"):
+        return f"{v:,.1f} ms"
+    if metric == "psnr":
+        return f"{v:.2f} dB"
+    if metric in ("ssim", "lpips", "clipiqa") or metric.startswith("sparse/dense"):
+        return f"{v:.4f}"
+    return f"{v:,.4g}"
+
+
+DEFAULTS = {"metric_convention": "float"}  # identity fields added later: rows written before them had the default
+
+
 def _identity(row: dict[str, Any]) -> tuple:
-    return tuple(row.get(k) for k in IDENTITY)
+    return tuple(row.get(k) if row.get(k) is not None else DEFAULTS.get(k) for k in IDENTITY)
 
 
 def _label(row: dict[str, Any]) -> str:
@@ -67,6 +103,8 @@ def _label(row: dict[str, Any]) -> str:
                    ("image", "[{}]")):
         if row.get(k) is not None:
             parts.append(fmt.format(row[k]))
+    if row.get("metric_convention") not in (None, "float"):
+        parts.append(f"{row['metric_convention']} metrics")
     return " ".join(parts)
 
 

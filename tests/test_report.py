@@ -99,23 +99,28 @@ def test_figure5_table_keeps_estimated_memory_out_of_the_measured_column(results
     md = render(figure5_table(df, 1024))
     tex = render(figure5_table(df, 1024), "latex_booktabs")
     heads = _headers(md)
-    measured, estimated = heads.index("peak MiB (measured)"), heads.index("peak MiB (estimated)")
+    measured, estimated = heads.index("peak memory (MiB)"), heads.index("peak memory† (MiB)")
     qdm, dit, unet = _cells(md, "qdm-s"), _cells(md, "dit-s/8"), _cells(md, "unet")
-    assert qdm[measured] == "" and qdm[estimated] == "846 (est.)"
-    assert unet[measured] == "" and unet[estimated] == "9,600 (est.)"
+    assert qdm[measured] == "" and qdm[estimated] == "846"  # the estimate is marked by its column's footnote
+    assert unet[measured] == "" and unet[estimated] == "9,600"
     assert dit[measured] == "288" and dit[estimated] == ""
-    assert "(est.)" not in "".join(row[measured] for row in (qdm, dit, unet))
-    assert CPU in md and "qdm-l" not in md  # threshold rows are not Figure-5 rows; the dense qdm-l is at 128 only
+    assert "est" not in "".join(qdm + dit + unet)  # no text in numeric cells
+    caption = figure5_table(df, 1024).attrs["caption"]
+    assert "† estimated" in md and f"Measured on {CPU} (1 CPU thread)" in caption  # device: measured values only
+    assert CPU not in md  # not repeated on every row
+    assert "qdm-l" not in md  # threshold rows are not Figure-5 rows; the dense qdm-l is at 128 only
     assert "2048" not in md  # the oom cell is not a cost row
-    assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "846 (est.)" in tex
+    assert tex.startswith("\\begin{table}") and "\\toprule" in tex and "\\caption{" in tex
+    assert "& 846 &" in tex.replace("\\\\", "&") and "peak memory\\textsuperscript{\\dag} (MiB)" in tex
 
 
 def test_figure5_table_at_128_has_latency_with_its_spread(results):
     md = render(figure5_table(load_rows(results), 128))
     heads = _headers(md)
-    assert "peak MiB (estimated)" not in heads  # no estimate at 128: the column is not written empty
+    assert "peak memory† (MiB)" not in heads  # no estimate at 128: the column is not written empty
     row = _cells(md, "qdm-s")
-    assert row[heads.index("median ms [p10–p90]")] == "1,676.6 [1,580.6–1,765.7]"
+    assert [row[heads.index(h)] for h in ("median latency (ms)", "p10 (ms)", "p90 (ms)")] == [
+        "1,676.6", "1,580.6", "1,765.7"]
     assert row[heads.index("params (M)")] == "49.20"
     assert _cells(md, "qdm-l")[heads.index("GMACs")] == "1,221.0"
 
@@ -124,13 +129,13 @@ def test_table5_shows_both_parameter_conventions_and_macs_per_resolution(results
     table = table5(load_rows(results))
     md, tex = render(table), render(table, "latex_booktabs")
     heads = _headers(md)
-    assert {"params (M)", "params (M, paper convention)", "paper Table 5 (M)", "GMACs/img @ 128x128",
-            "GMACs/img @ 1024x1024"} <= set(heads)
+    assert {"params (M)", "params, paper convention (M)", "paper Table 5 (M)", "GMACs @ 128x128",
+            "GMACs @ 1024x1024"} <= set(heads)
     row = _cells(md, "qdm-l")
-    assert row[heads.index("params (M, paper convention)")] == "691.94"
+    assert row[heads.index("params, paper convention (M)")] == "691.94"
     assert row[heads.index("paper Table 5 (M)")] == "691.94"
     assert _cells(md, "dit-s/8")[heads.index("paper Table 5 (M)")] == ""
-    assert "GMACs/img @ 1024x1024" in tex
+    assert "GMACs @ 1024x1024" in tex
 
 
 def test_threshold_table_puts_the_full_mask_first(results):
@@ -139,9 +144,9 @@ def test_threshold_table_puts_the_full_mask_first(results):
     assert list(table["threshold"]) == ["full mask", "0.00", "0.15", "0.60"]
     density = [float(v) for v in table["patch density (%)"]]
     assert density == sorted(density, reverse=True) and density[0] == 100.0
-    assert list(table["active windows / total"]) == ["64 / 64", "40 / 64", "12 / 64", "6 / 64"]
+    assert list(table["active windows"]) == ["64", "40", "12", "6"] and set(table["windows"]) == {"64"}
     assert list(table["TMACs/SR (15 steps)"]) == ["18.32", "10.94", "4.54", "3.65"]
-    assert "median ms [p10–p90]" not in table.columns and "PSNR-Y (dB)" not in table.columns
+    assert "median latency (ms)" not in table.columns and "PSNR-Y (dB)" not in table.columns
     assert md.index("full mask") < md.index("0.15")
     assert tex.index("full mask") < tex.index("0.15") and "patch density (\\%)" in tex
 

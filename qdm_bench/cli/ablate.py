@@ -7,7 +7,7 @@ import click
 from qdm_bench.cli.execute import _ablation_cell_kwargs, _run_ablation
 from qdm_bench.cli.sr import latent_job, preset_options, run_job
 from qdm_bench.cli.options import (POSTERIOR_MODES, _ablation_metrics, _float_list, _int_list, _tile, execution_options,
-                                   one_model, renamed, tile_option)
+                                   metric_convention_option, one_model, renamed, tile_option)
 
 
 @click.group()
@@ -57,22 +57,26 @@ Examples:
 @click.option("--posterior", type=click.Choice(POSTERIOR_MODES), default=None,
               help="With --ckpt: reverse step on inactive sites, 'paper' (Eq. 4, the default) or 'reference' (the "
                    "authors' code: the posterior mean everywhere).")
+@metric_convention_option
 @preset_options
 @execution_options
 def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, ckpt, speed, memory, tile, posterior,
-                     preset_name, first_stage, model_options, **ex) -> None:
+                     metric_convention, preset_name, first_stage, model_options, **ex) -> None:
     """Threshold sweep: per image, the full-mask row first, then each threshold: density, active windows, MACs.
 
     With --preset, --ckpt and --first-stage: the authors' checkpoints super-resolve every image at every threshold
     through their latent pipeline (Table 3 end to end, as `qdm-bench sr --from-hr`).
     """
     model = one_model(model)
+    if metric_convention != "float" and not ckpt:
+        raise click.BadParameter("the metric convention is a scoring setting; give --ckpt to sample and score",
+                                 param_hint="--metric-convention")
     if preset_name is not None:
         if ckpt is None:
             raise click.BadParameter("--preset needs the authors' QDM checkpoint", param_hint="--ckpt")
         job = latent_job(preset_name, ckpt, first_stage, images, _float_list(thresholds, "--thresholds"),
                          0, ex["device"], limit, model=model if model_options or model != "qdm-l" else None,
-                         model_options=model_options)
+                         model_options=model_options, metric_convention=metric_convention)
         return run_job(job, ex["out"] or "results/ablate-threshold-latent.jsonl")
     from qdm_bench.ablate import threshold_cells
     from qdm_bench.data.images import image_keys
@@ -97,6 +101,7 @@ def ablate_threshold(model, images, limit, image_size, scale, res, thresholds, c
         check_checkpoint(ckpt, model)
         kw["tile"] = checkpoint_tile(ckpt, _tile(tile))
         posterior = posterior or "paper"
+        kw["metric_convention"] = metric_convention
     cells = threshold_cells(model, keys, size, _float_list(thresholds, "--thresholds"), metrics,
                             image_size=image_size, scale=scale, ckpt=ckpt, posterior=posterior, **kw)
     _run_ablation("ablate-threshold", cells, metrics, ex)

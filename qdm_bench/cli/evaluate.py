@@ -7,8 +7,8 @@ import click
 
 from qdm_bench.cli.execute import _ablation_cell_kwargs, _run_ablation
 from qdm_bench.cli.sr import latent_job, preset_options, run_job
-from qdm_bench.cli.options import (POSTERIOR_MODES, SAMPLERS, _choices, _int_list, _tile, execution_options, one_model,
-                                   renamed, tile_option)
+from qdm_bench.cli.options import (POSTERIOR_MODES, SAMPLERS, _choices, _int_list, _tile, execution_options,
+                                   metric_convention_option, one_model, renamed, tile_option)
 
 
 # -- quality -------------------------------------------------------------------------------------------------------
@@ -19,6 +19,7 @@ Examples:
   qdm-bench quality --ckpt runs/qdm-t/last.pt --thresholds full,0.15 # QDM full mask vs threshold 0.15
   qdm-bench quality --ckpt runs/qdm-t/last.pt --thresholds full,0.15 --posteriors paper,reference --ensemble 1,8
   qdm-bench quality -m qdm-t --ckpt runs/qdm-t/last.pt --images phantoms --limit 3
+  qdm-bench quality --ckpt runs/qdm-t/last.pt --metric-convention published  # comparable with published SR tables
 Scores: PSNR/SSIM on BT.601 Y and RGB PSNR (border crop = scale), LPIPS/CLIPIQA/MUSIQ when pyiqa and their weights
 are available (else "not available: place FILE in DIR"). Bicubic upsampling is always scored as the floor.
 """
@@ -48,10 +49,11 @@ are available (else "not available: place FILE in DIR"). Bicubic upsampling is a
               help="Comma-separated sample counts for the stochastic sampler: also score the mean of N samples (seeds "
                    "seed..seed+N-1; N times the cost), e.g. 1,8 to see how far one sample is from the posterior mean.")
 @tile_option
+@metric_convention_option
 @preset_options
 @execution_options
 def quality(model, ckpt, images, limit, image_size, scale, thresholds, seed, samplers, posteriors, ensemble, tile,
-            preset_name, first_stage, model_options, **ex) -> None:
+            metric_convention, preset_name, first_stage, model_options, **ex) -> None:
     """Super-resolve images with a trained checkpoint (the full sampler) and score SR and bicubic against HR.
 
     With --preset and --first-stage: the authors' checkpoints through their latent pipeline (as `qdm-bench sr`).
@@ -68,14 +70,14 @@ def quality(model, ckpt, images, limit, image_size, scale, thresholds, seed, sam
         raise click.BadParameter(f"give numbers or 'full', got {thresholds!r}", param_hint="--thresholds") from None
     if preset_name is not None:
         job = latent_job(preset_name, ckpt, first_stage, images, thr or [None], seed, ex["device"], limit,
-                         model=model, model_options=model_options)
+                         model=model, model_options=model_options, metric_convention=metric_convention)
         return run_job(job, ex["out"] or "results/quality-latent.jsonl")
     kw = _ablation_cell_kwargs(ex)
     cells = quality_cells(ckpt, model=model, data=images, limit=limit, image_size=image_size, scale=scale,
                           thresholds=thr or [None], seed=seed, tile=_tile(tile),
                           samplers=_choices(samplers, SAMPLERS, "--samplers"),
                           posteriors=_choices(posteriors, POSTERIOR_MODES, "--posteriors"),
-                          ensembles=_int_list(ensemble, "--ensemble"), **kw)
+                          ensembles=_int_list(ensemble, "--ensemble"), metric_convention=metric_convention, **kw)
     _run_ablation("quality", cells, ("params", "macs", "quality"), ex)
 
 

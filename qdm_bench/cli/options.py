@@ -6,6 +6,7 @@ import click
 
 POSTERIOR_MODES = ("paper", "reference")  # = qdm.diffusion.POSTERIOR_MODES (a test checks), kept import-free for --help
 SAMPLERS = ("stochastic", "deterministic")
+METRIC_CONVENTIONS = ("float", "published")  # = qdm_bench.measure.cell.METRIC_CONVENTIONS (a test checks)
 
 
 def _res_list(values: tuple[str, ...], default: str) -> list[tuple[int, int]]:
@@ -52,6 +53,13 @@ tile_option = click.option(  # quality and ablate threshold --ckpt
     "--tile", default="auto", show_default=True,
     help="Sample in independent tiles of this HR side ('auto': the checkpoint's training crop, which its position "
          "embeddings have seen; 0: the whole image at once).")
+
+
+metric_convention_option = click.option(  # quality, ablate threshold, sr, pgs: one name for the switch
+    "--metric-convention", "metric_convention", type=click.Choice(METRIC_CONVENTIONS), default="float",
+    show_default=True,
+    help="float: SR scored as floats, LR by torch antialiased bicubic; published: LR by MATLAB-compatible bicubic "
+         "(imresize), SR and HR rounded to uint8 before scoring, as published SR tables.")
 
 
 def execution_options(fn):

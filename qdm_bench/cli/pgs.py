@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from qdm_bench.cli.execute import _command_line
-from qdm_bench.cli.options import one_model, renamed
+from qdm_bench.cli.options import metric_convention_option, one_model, renamed
 from qdm_bench.errors import ConfigError
 
 __all__ = ["pgs_cmd"]
@@ -19,6 +19,7 @@ EPILOG_PGS = """\b
 Examples:
   qdm-bench pgs                                        # qdm-s, random weights: costs only
   qdm-bench pgs --ckpt runs/qdm-t/last.pt              # trained weights: PSNR of PGS, uniform and bicubic too
+  qdm-bench pgs --ckpt runs/qdm-t/last.pt --metric-convention published   # MATLAB LR, uint8 PSNR
   qdm-bench pgs -m qdm-t --estimator range --group-steps 2,6,15 --t-start 3,8,14
   qdm-bench pgs -m qdm-t --quantiles 0.6,0.3,0.1 --image ct:shepp_logan --image-size 256 --patch-size 64 --overlap 16
   qdm-bench pgs -m qdm-t --device cuda --patch-batch 64 -o results/pgs.jsonl
@@ -123,6 +124,7 @@ def _secs(value) -> str:
 @click.option("--t-start", default=None, help="Start index per group, increasing (default 3,8,14 [assumed]).")
 @click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint from `qdm-bench train`; without it the weights are random and only costs mean anything.")
+@metric_convention_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling noise (and random weights) seed.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -139,11 +141,15 @@ def pgs_cmd(**kw) -> None:
 
 
 def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, estimator, estimator_param, policy,
-         thresholds, quantiles, steps, t_start, ckpt, seed, threads, device, no_uniform, out) -> None:
+         thresholds, quantiles, steps, t_start, ckpt, metric_convention, seed, threads, device, no_uniform,
+         out) -> None:
     """The body of ``qdm-bench pgs``."""
     import datetime as _dt
 
     model = one_model(model)
+    if metric_convention != "float" and ckpt is None:
+        raise click.BadParameter("the metric convention is a scoring setting; give --ckpt to score PSNR",
+                                 param_hint="--metric-convention")
     if out:
         from qdm_bench.cli.execute import check_writable
 
@@ -158,6 +164,7 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
     from baselines.pgs import (GroupPolicy, PatchGroupSampler, group_map_text, make_estimator, one_shot_coarse,
                                uniform_sample)
     from qdm_bench.evaluate.pgs import family_for, peak_memory_hook
+    from qdm_bench.measure.cell import LR_KERNELS
 
     if threads is not None:
         if threads < 1:
@@ -180,7 +187,8 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
 
     img = image_by_name(image, size=image_size, multiple=scale)
     hr = img.hr[None].to(dev)
-    lq = lr_condition(degrade(img.hr[None], scale)).to(dev)
+    lr = degrade(img.hr[None], scale, kernel=LR_KERNELS[metric_convention])
+    lq = lr_condition(lr).to(dev)
     height, width = hr.shape[-2:]
     if not no_uniform:
         try:
@@ -212,9 +220,15 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
         def to01(x):
             return ((x + 1) / 2).clamp(0, 1).float()
 
-        bicubic = F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False)
-        def y(x):  # PSNR on Y with the SR border crop (= scale), as `qdm-bench quality`
-            return float(psnr_y(to01(x), hr, crop=scale)[0])
+        if metric_convention == "published":  # MATLAB's bicubic upsampling of the uint8 LR, as `quality`
+            from qdm_bench.data.matlab_resize import imresize
+
+            bicubic = imresize(lr, float(scale)).to(dev) * 2 - 1
+        else:
+            bicubic = F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False)
+
+        def y(x):  # PSNR on Y with the SR border crop (= scale) and the metric convention, as `qdm-bench quality`
+            return float(psnr_y(to01(x), hr, crop=scale, convention=metric_convention)[0])
 
         psnr = {"pgs": y(res.sr), "bicubic": y(bicubic), "uniform": None if sr_uniform is None else y(sr_uniform)}
 
@@ -253,6 +267,9 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
     if uni and uni.get("tile"):
         notes.append(f"uniform sampling ran in independent {uni['tile']}x{uni['tile']} tiles (the checkpoint's "
                      "training crop, whose positions its embeddings have seen), batched.")
+    if psnr is not None and metric_convention == "published":
+        notes.append("PSNR in the published convention: LR by MATLAB-compatible bicubic (imresize), SR and HR rounded "
+                     "to uint8 before scoring, bicubic by MATLAB's upsampling.")
     if rep.coverage > 1:
         notes.append(f"overlapping patches cover {rep.coverage:.2f}x the image, so pixel-eq NFE = "
                      f"{rep.coverage:.2f} x full-image-eq NFE.")
@@ -266,7 +283,7 @@ def _pgs(model, image, image_size, scale, patch, overlap, patch_batch, window, e
     if out:
         row = {"command": _command_line(), "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(
             timespec="seconds"), "model": name, "ckpt": ckpt, "image": image, "seed": seed,
-            **rep.to_dict(), "uniform": uni, "psnr_y": psnr}
+            **rep.to_dict(), "uniform": uni, "psnr_y": psnr, "metric_convention": metric_convention}
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as f:

@@ -25,24 +25,23 @@ Examples:
               help="Only rows of these models (names or wildcards, comma-separated; repeatable). Default: all.")
 @click.option("--command", "commands", multiple=True,
               help="Command(s) that produced the results, for index.md (default: those recorded in the rows).")
-def report(results, out_dir, title, models, commands) -> None:
+@click.option("--csv", "csv", is_flag=True,
+              help="Also write every table as CSV and all rows with every column (raw values) as results.csv.")
+def report(results, out_dir, title, models, commands, csv) -> None:
     """Render tables and figures from results files alone (no re-measurement).
 
-    Paper-style tables (Figure-5 costs, Table 5 configurations, Tables 3/6 threshold sweeps, Table 4 window/patch)
-    in Markdown and LaTeX, Figure-5-style and cost-vs-resolution plots, threshold curves, and an index.md stating
-    devices, software versions and the commands that produced the results.
+    Paper-style tables (Figure-5 costs, Table 5 configurations, Tables 3/6 threshold sweeps, Table 4 window/patch,
+    quality summary and per image) in Markdown and LaTeX (captioned booktabs floats), Figure-5-style,
+    cost-vs-resolution, threshold and quality-vs-MACs plots, and an index.md stating devices, software versions
+    and the commands that produced the results.  Re-rendering the same files reproduces every table exactly.
     """
-    from qdm_bench.report import load_rows, write_report
+    from qdm_bench.report import write_report
 
     if out_dir is None:
         raise click.UsageError("give the report folder: --out-dir DIR")
 
-    if not commands:
-        df = load_rows(list(results))
-        if "command" in df.columns:
-            commands = tuple(dict.fromkeys(c for c in df["command"].dropna().astype(str) if c))
     index = write_report(list(results), out_dir, title=title, commands=list(commands) or None,
-                         models=_patterns(models))
+                         models=_patterns(models), csv=csv)
     click.echo(f"report written: {index}")
 
 
@@ -98,7 +97,7 @@ def compare(baseline, new, time_tol, ratio_tol, memory_tol, psnr_tol, allow_miss
     """
     from tabulate import tabulate
 
-    from qdm_bench.compare import Tolerances, compare_files
+    from qdm_bench.compare import Tolerances, compare_files, human
 
     for name, value in (("--time-tol", time_tol), ("--memory-tol", memory_tol)):
         if value < 1:
@@ -107,7 +106,8 @@ def compare(baseline, new, time_tol, ratio_tol, memory_tol, psnr_tol, allow_miss
     findings = compare_files(baseline, new, tol, allow_missing, models=_patterns(models))
     shown = [f for f in findings if show_all or f.verdict != "ok"]
     if shown:
-        click.echo(tabulate([[f.cell, f.metric, f.baseline, f.new, f.verdict, f.note] for f in shown],
+        click.echo(tabulate([[f.cell, f.metric, human(f.metric, f.baseline), human(f.metric, f.new), f.verdict, f.note]
+                             for f in shown],
                             headers=["cell", "metric", "baseline", "new", "verdict", "note"], tablefmt=fmt,
                             disable_numparse=True))
     failed = [f for f in findings if f.failed]
@@ -116,8 +116,10 @@ def compare(baseline, new, time_tol, ratio_tol, memory_tol, psnr_tol, allow_miss
                f"{counts['improved']} improved, {counts['skipped']} skipped, {counts['added']} new cells")
     if failed:
         click.echo(summary, err=True)
-        raise click.ClickException(f"{len(failed)} regression(s) against {baseline}, e.g. {failed[0].cell}: "
-                                   f"{failed[0].metric} {failed[0].baseline} -> {failed[0].new}")
+        first = failed[0]
+        raise click.ClickException(f"{len(failed)} regression(s) against {baseline}, e.g. {first.cell}: "
+                                   f"{first.metric} {human(first.metric, first.baseline)} -> "
+                                   f"{human(first.metric, first.new)}")
     click.echo(summary)
 
 

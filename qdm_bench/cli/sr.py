@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from qdm_bench.cli.execute import check_writable
-from qdm_bench.cli.options import _float_list, one_model
+from qdm_bench.cli.options import _float_list, metric_convention_option, one_model
 
 __all__ = ["sr_cmd", "parse_model_options", "run_job", "latent_job", "preset_options"]
 
@@ -60,7 +60,9 @@ def parse_model_options(values: tuple[str, ...]) -> tuple[tuple[str, int | float
               help="First-stage autoencoder checkpoint (KL for medical presets, VQ-f4 for realsr).")
 @click.option("--images", "-i", required=True, help="LR images: a folder, a file or a built-in set.")
 @click.option("--hr", default=None, type=click.Path(file_okay=False), help="Folder of HR images (same file names).")
-@click.option("--from-hr", is_flag=True, help="--images are HR images; the LR is their bicubic (antialiased) /sf.")
+@click.option("--from-hr", is_flag=True,
+              help="--images are HR images; the LR is their bicubic (antialiased) /sf, by the metric convention's "
+                   "resize.")
 @click.option("--thresholds", "-s", default=None, help="Comma-separated quadtree thresholds (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler (and KL posterior).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -75,8 +77,9 @@ def parse_model_options(values: tuple[str, ...]) -> tuple[tuple[str, int | float
               help="Denoiser other than the preset's (one registered model, e.g. your own size).")
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="Architecture option of the denoiser (repeatable), e.g. dim=64.")
+@metric_convention_option
 def sr_cmd(preset_name, ckpt, first_stage, images, hr, from_hr, thresholds, seed, device, tile_batch, limit, metrics,
-           out_dir, out, model, model_options):
+           out_dir, out, model, model_options, metric_convention):
     """Super-resolve images with the authors' latent pipeline: encode, masked sampling, decode (tiled)."""
     from qdm_bench.evaluate.latent_sr import SRJob, metrics_for
     from qdm_bench.evaluate.metrics import METRICS
@@ -91,7 +94,8 @@ def sr_cmd(preset_name, ckpt, first_stage, images, hr, from_hr, thresholds, seed
     values = None if thresholds is None else tuple(_float_list(thresholds, "--thresholds"))
     job = SRJob(preset_name, ckpt, first_stage, images, hr=hr, from_hr=from_hr, thresholds=values, seed=seed,
                 device=device, tile_batch=tile_batch, out_dir=out_dir, limit=limit,
-                metrics=metrics_for(extra), model=model, model_options=parse_model_options(model_options))
+                metrics=metrics_for(extra), model=model, model_options=parse_model_options(model_options),
+                metric_convention=metric_convention)
     run_job(job, out)
 
 
@@ -131,7 +135,8 @@ def run_job(job, out: str) -> None:
 
 
 def latent_job(preset_name: str, ckpt: str, first_stage: str | None, images: str, thresholds, seed: int,
-               device: str, limit: int | None, model: str | None = None, model_options: tuple[str, ...] = ()):
+               device: str, limit: int | None, model: str | None = None, model_options: tuple[str, ...] = (),
+               metric_convention: str = "float"):
     """The SRJob of ``quality`` / ``ablate threshold --preset``: --images are HR images, degraded by the preset's sf;
     'full' (the full mask) is threshold 0 under the authors' ">=" rule."""
     from qdm_bench.evaluate.latent_sr import SRJob
@@ -147,4 +152,4 @@ def latent_job(preset_name: str, ckpt: str, first_stage: str | None, images: str
 
     return SRJob(preset_name, ckpt, first_stage, images, from_hr=True, thresholds=values, seed=seed,
                  device=resolve_device(device), limit=limit, model=model,
-                 model_options=parse_model_options(model_options))
+                 model_options=parse_model_options(model_options), metric_convention=metric_convention)

@@ -50,7 +50,11 @@ Degradation
 -----------
 ``lr = degrade(hr, scale, noise, seed)``: bicubic downsampling by ``scale`` with antialiasing (H and W must be
 multiples of ``scale``), plus optional Gaussian noise of standard deviation ``noise`` (in [0, 1] units, from a
-``torch.Generator`` seeded with ``seed``), clamped to [0, 1]. ``lr_condition(lr, size)`` resamples the LR image
+``torch.Generator`` seeded with ``seed``), clamped to [0, 1]. ``kernel="matlab"`` makes the LR image of published SR
+tables instead (:mod:`qdm_bench.data.matlab_resize`): the HR rounded to uint8, MATLAB's ``imresize(hr, 1/scale,
+'bicubic')``, the noise, then clamped and rounded to uint8 levels (an LR PNG saved by MATLAB); in the interior it
+equals torch's antialiased bicubic, the two LR pixels along each border differ (symmetric padding vs a truncated
+kernel), and so do the uint8 levels. ``lr_condition(lr, size)`` resamples the LR image
 bicubically to ``size`` (the HR size for a pixel-space condition; None keeps the LR size), clamps to [0, 1] and maps
 to [-1, 1] with ``2x − 1``: the units of QDM's LR condition and of the quadtree threshold (Alg. 1). Note that the
 reference code computes the quadtree mask from the LR pixels at LR resolution (``lr_condition(lr)``).
@@ -67,6 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from qdm_bench.errors import ImageError, require
+from qdm_bench.data.matlab_resize import imresize, uint8_grid
 from qdm_bench.data.core import (
     KINDS, EvalImage, _center_crop_np, _first_line, _Loader, _positive, _scale_raster, _to_hr,
 )
@@ -78,10 +83,11 @@ from qdm_bench.data.phantoms import PHANTOM_SIZE, _phantom_entries, ct_phantom
 __all__ = [
     "EvalImage", "KINDS", "CROPS", "IMAGE_SETS", "CT_WINDOW", "MR_PERCENTILES", "PHANTOM_SIZE", "list_image_sets",
     "list_image_names", "load_image_set", "image_by_name", "read_image_file", "ct_window", "percentile_clip",
-    "ct_phantom", "read_s1045", "degrade", "lr_condition",
+    "ct_phantom", "read_s1045", "degrade", "lr_condition", "KERNELS",
 ]
 
 CROPS = ("center", "native", "resize")
+KERNELS = ("torch", "matlab")  # degrade: torch's antialiased bicubic, or MATLAB imresize with uint8 rounding
 IMAGE_SETS = {
     "natural": "9 photographs from scikit-image and matplotlib",
     "medical": "CT and MR slices bundled with pydicom and matplotlib (+ pydicom-data if installed)",
@@ -342,22 +348,31 @@ def _check_image_tensor(x: torch.Tensor, name: str) -> None:
                          f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
 
 
-def degrade(hr: torch.Tensor, scale: int = 4, noise: float = 0.0, seed: int = 0) -> torch.Tensor:
+def degrade(hr: torch.Tensor, scale: int = 4, noise: float = 0.0, seed: int = 0,
+            kernel: str = "torch") -> torch.Tensor:
     """HR in [0, 1] → LR in [0, 1]: antialiased bicubic downsampling by ``scale``, optional seeded Gaussian noise of
-    std ``noise``, clamp to [0, 1]. Accepts (3, H, W) or (B, 3, H, W); H and W must be multiples of ``scale``."""
+    std ``noise``, clamp to [0, 1]. Accepts (3, H, W) or (B, 3, H, W); H and W must be multiples of ``scale``.
+
+    ``kernel``: "torch" (``F.interpolate(..., antialias=True)``) or "matlab" (the published convention: HR rounded to
+    uint8, MATLAB ``imresize(hr, 1/scale, 'bicubic')``, noise, then clamped and rounded to uint8 levels)."""
     _check_image_tensor(hr, "hr")
     scale = _positive(scale, "scale")
     if noise < 0:
         raise ImageError(f"noise must be >= 0, got {noise}")
+    if kernel not in KERNELS:
+        raise ImageError(f"unknown kernel {kernel!r}; use one of {', '.join(KERNELS)}")
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
         raise ImageError(f"HR size {h}x{w} is not a multiple of scale {scale}; load images with multiple={scale}")
     x = hr[None] if hr.ndim == 3 else hr
-    lr = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
+    if kernel == "matlab":
+        lr = imresize(uint8_grid(x), 1.0 / scale)
+    else:
+        lr = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
     if noise > 0:
         g = torch.Generator().manual_seed(int(seed))
         lr = lr + noise * torch.randn(lr.shape, generator=g, dtype=lr.dtype).to(lr.device)
-    lr = lr.clamp(0.0, 1.0)
+    lr = uint8_grid(lr) if kernel == "matlab" else lr.clamp(0.0, 1.0)
     return lr[0] if hr.ndim == 3 else lr
 
 

@@ -26,7 +26,7 @@ class SRJob:
     first_stage: str
     images: str  # LR images: a folder, a file or a built-in set (with from_hr: the HR images)
     hr: str | None = None  # folder of HR images matched by file name
-    from_hr: bool = False  # --images are HR: the LR is their antialiased bicubic downscale by sf
+    from_hr: bool = False  # --images are HR: the LR is their bicubic downscale by sf (kernel: metric_convention)
     thresholds: tuple[float, ...] | None = None  # None: the preset's
     seed: int = 0
     device: str = "cpu"
@@ -36,6 +36,7 @@ class SRJob:
     metrics: tuple[str, ...] = Y_METRICS
     model: str | None = None  # denoiser other than the preset's (e.g. a smaller QDM of your own)
     model_options: tuple[tuple[str, Any], ...] = ()  # its architecture options (dim=..., depth=..., heads=...)
+    metric_convention: str = "float"  # "published": LR (from_hr) by MATLAB imresize, uint8 scoring
 
     def denoiser(self, preset_model: str) -> tuple[str, dict[str, Any]]:
         """The denoiser's registered name and build options."""
@@ -101,20 +102,25 @@ def pipeline_costs(pipe: Any, stats: Any, job: SRJob) -> dict[str, int]:
 
 def sr_key(job: SRJob, image: str, threshold: float) -> str:
     """The identity of one result row (resuming skips rows already in the results file)."""
-    text = "|".join(map(str, (job.preset, Path(job.ckpt).name, Path(job.first_stage).name, image, threshold,
-                              job.seed, job.from_hr, job.tile_batch, job.model, job.model_options)))
+    fields = (job.preset, Path(job.ckpt).name, Path(job.first_stage).name, image, threshold, job.seed, job.from_hr,
+              job.tile_batch, job.model, job.model_options)
+    if job.metric_convention != "float":  # the default keeps the keys of earlier results files
+        fields += (job.metric_convention,)
+    text = "|".join(map(str, fields))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _pairs(job: SRJob, sf: int) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]:
     """(name, LR in [0, 1] (1, 3, h, w), HR in [0, 1] or None) for every image of the job."""
     from qdm_bench.data.images import degrade, load_image_set, read_image_file
+    from qdm_bench.measure.cell import LR_KERNELS
 
     images = load_image_set(job.images, multiple=sf if job.from_hr else 1, limit=job.limit)
     out = []
     for img in images:
         if job.from_hr:
-            out.append((img.name, degrade(img.hr[None], sf), img.hr[None]))
+            out.append((img.name, degrade(img.hr[None], sf, kernel=LR_KERNELS[job.metric_convention]),
+                        img.hr[None]))
             continue
         hr = None
         if job.hr is not None:
@@ -187,10 +193,12 @@ def run_sr(job: SRJob, results: str, on_image: Callable[[str, dict[str, Any]], N
                 "tile_batch": job.tile_batch, "nfe": p.steps,
                 "patch_density": sum(stats.densities) / len(stats.densities),
                 "seconds": seconds, "peak_mem_bytes": peak, "peak_mem_method": method,
+                "metric_convention": job.metric_convention,
             }
             row.update(pipeline_costs(pipe, stats, job))
             if hr is not None:
-                values, notes = score(sr01, hr, crop=p.sf, metrics=job.metrics, device=job.device)
+                values, notes = score(sr01, hr, crop=p.sf, metrics=job.metrics, device=job.device,
+                                      convention=job.metric_convention)
                 row.update({m: v[0] for m, v in values.items()})
                 if notes:
                     row["notes"] = "; ".join(notes)
@@ -218,7 +226,13 @@ def _save_png(img: torch.Tensor, path: Path) -> str:
 def validate_job(job: SRJob) -> None:
     """Refuse a bad job before anything runs (one line naming the option)."""
     from qdm.latent import PRESETS
+    from qdm_bench.measure.cell import METRIC_CONVENTIONS
 
+    if job.metric_convention not in METRIC_CONVENTIONS:
+        raise ConfigError(f"--metric-convention {job.metric_convention!r} is unknown; use "
+                          f"{' or '.join(METRIC_CONVENTIONS)}")
+    if job.metric_convention != "float" and job.hr is None and not job.from_hr:
+        raise ConfigError("--metric-convention published scores SR against HR images; give --hr or --from-hr")
     if job.preset not in PRESETS:
         raise ConfigError(f"--preset {job.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     for opt, path in (("--ckpt", job.ckpt), ("--first-stage", job.first_stage)):

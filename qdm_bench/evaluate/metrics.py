@@ -7,6 +7,10 @@ Conventions, as in the QDM paper and the SR literature:
   window σ = 1.5, K1 = 0.01, K2 = 0.03, population covariance) by ``skimage.metrics``.  Not pyiqa's default YIQ luma,
   which reads 1.32 dB lower.  ``crop`` pixels are removed from every border first (the convention: crop = scale).
 * **RGB PSNR** (``psnr_rgb``) with the same crop, as NTIRE ranks.
+* **Convention** (``convention``): "float" scores SR and HR as they are; "published" first rounds both to uint8
+  levels, ``round(clip(x, 0, 1) · 255)`` (half up, as MATLAB's im2uint8), as published SR tables score uint8 PNGs;
+  Y, the crop and the SSIM settings are the same.  It applies to every full-reference metric; learned metrics
+  always see the images as given.
 * **LPIPS, CLIPIQA, MUSIQ** on RGB in [0, 1] through pyiqa, whenever pyiqa imports and the weight files are in the
   torch hub cache; otherwise the metric is reported as "not available: place FILE in DIR" (never a crash or a zero).
 
@@ -25,9 +29,10 @@ import numpy as np
 import torch
 
 from qdm_bench.errors import ConfigError, require
+from qdm_bench.measure.cell import METRIC_CONVENTIONS
 
 __all__ = ["FULL_REFERENCE", "LEARNED", "METRICS", "y_channel", "psnr_y", "ssim_y", "psnr_rgb", "hub_dir",
-           "learned_metric", "score", "register_metric", "METRIC_FUNCTIONS"]
+           "learned_metric", "score", "register_metric", "METRIC_FUNCTIONS", "METRIC_CONVENTIONS", "to_convention"]
 
 FULL_REFERENCE = ("psnr", "ssim", "psnr_rgb")
 LEARNED: dict[str, tuple[tuple[str, str], ...]] = {  # metric -> files (hub sub-folder, name) pyiqa loads offline
@@ -46,6 +51,15 @@ def _images(x: torch.Tensor) -> np.ndarray:
     if a.min() < -1e-6 or a.max() > 1 + 1e-6:
         raise ValueError("images must be in [0, 1] for scoring; map [-1, 1] outputs with (x + 1) / 2 and clamp")
     return a.clip(0.0, 1.0)
+
+
+def to_convention(x: torch.Tensor, convention: str = "float") -> torch.Tensor:
+    """Images as the convention scores them: unchanged ("float"), or rounded to uint8 levels / 255 ("published")."""
+    if convention not in METRIC_CONVENTIONS:
+        raise ConfigError(f"unknown metric convention {convention!r}; use {' or '.join(METRIC_CONVENTIONS)}")
+    if convention == "float":
+        return x
+    return torch.from_numpy(np.floor(_images(x) * 255.0 + 0.5) / 255.0).permute(0, 3, 1, 2)
 
 
 def _crop(a: np.ndarray, crop: int) -> np.ndarray:
@@ -75,11 +89,14 @@ def y_channel(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack([rgb2ycbcr(img)[..., 0] for img in _images(x)]))
 
 
-def _pairs(sr: torch.Tensor, hr: torch.Tensor, crop: int, luma: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+def _pairs(sr: torch.Tensor, hr: torch.Tensor, crop: int, luma: bool,
+           convention: str = "float") -> list[tuple[np.ndarray, np.ndarray]]:
     if sr.shape != hr.shape:
         raise ValueError(f"SR {tuple(sr.shape)} and HR {tuple(hr.shape)} differ in shape")
     require("skimage", "PSNR/SSIM scoring")
     from skimage.color import rgb2ycbcr
+
+    sr, hr = to_convention(sr, convention), to_convention(hr, convention)
 
     a, b = _crop(_images(sr), crop), _crop(_images(hr), crop)
     if luma:
@@ -96,24 +113,24 @@ def _psnr(s: np.ndarray, h: np.ndarray) -> float:
 
 
 @register_metric("psnr")
-def psnr_y(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0) -> torch.Tensor:
+def psnr_y(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, convention: str = "float") -> torch.Tensor:
     """PSNR (dB) on BT.601 Y (peak 255) per image; sr and hr are (B, 3, H, W) in [0, 1]."""
-    return torch.tensor([_psnr(s, h) for s, h in _pairs(sr, hr, crop, luma=True)], dtype=torch.float64)
+    return torch.tensor([_psnr(s, h) for s, h in _pairs(sr, hr, crop, True, convention)], dtype=torch.float64)
 
 
 @register_metric("psnr_rgb")
-def psnr_rgb(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0) -> torch.Tensor:
+def psnr_rgb(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, convention: str = "float") -> torch.Tensor:
     """PSNR (dB) over the three RGB channels per image."""
-    return torch.tensor([_psnr(s, h) for s, h in _pairs(sr, hr, crop, luma=False)], dtype=torch.float64)
+    return torch.tensor([_psnr(s, h) for s, h in _pairs(sr, hr, crop, False, convention)], dtype=torch.float64)
 
 
 @register_metric("ssim")
-def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0) -> torch.Tensor:
+def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, convention: str = "float") -> torch.Tensor:
     """SSIM on BT.601 Y per image (Gaussian window σ 1.5, data range 255, as Wang et al. and the SR literature)."""
     from skimage.metrics import structural_similarity
 
     vals = [structural_similarity(h, s, data_range=255.0, gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False) for s, h in _pairs(sr, hr, crop, luma=True)]
+                                  use_sample_covariance=False) for s, h in _pairs(sr, hr, crop, True, convention)]
     return torch.tensor(vals, dtype=torch.float64)
 
 
@@ -144,17 +161,20 @@ def learned_metric(name: str, device: str = "cpu") -> tuple[Callable[..., torch.
 
 
 def score(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, metrics: Sequence[str] = METRICS,
-          device: str = "cpu") -> tuple[dict[str, list[float | None]], list[str]]:
-    """Per-image values of each metric, and notes for metrics that are not available (their values are None)."""
+          device: str = "cpu", convention: str = "float") -> tuple[dict[str, list[float | None]], list[str]]:
+    """Per-image values of each metric, and notes for metrics that are not available (their values are None).
+
+    ``convention`` "published" rounds SR and HR to uint8 levels for the full-reference metrics (not the learned)."""
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ConfigError(f"unknown metrics {sorted(unknown)}; use {', '.join(METRICS)}")
     funcs = METRIC_FUNCTIONS
     values: dict[str, list[float | None]] = {}
     notes: list[str] = []
+    fr_sr, fr_hr = to_convention(sr, convention), to_convention(hr, convention)
     for m in metrics:
         if m in funcs:
-            values[m] = [float(v) for v in funcs[m](sr, hr, crop)]
+            values[m] = [float(v) for v in funcs[m](fr_sr, fr_hr, crop)]
             continue
         metric, why = learned_metric(m, device)
         if metric is None:

@@ -25,17 +25,20 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     """Super-resolve the cell's image with its checkpoint and score SR and bicubic against HR.
 
     The LR input is the HR image degraded by bicubic ×scale with antialiasing, as for the masks and the training
-    data.  The sampler runs all of the model's steps with the cell's threshold (None: full mask) and seed.  With
-    ``cell.sampling.tile`` the LR image is cut into tiles of ``tile/scale`` pixels that are super-resolved
-    independently, as
-    one batch (a model trained on crops of that size sees the positions it was trained on), and stitched; the
-    row's MACs and mask statistics are then those of the tiles, i.e. of exactly what ran.  The bicubic floor is
-    always the upsampling of the whole LR image.  Returns the result-row fields and notes.
+    data; with ``cell.input.metric_convention`` "published" it is MATLAB's imresize bicubic with uint8 rounding,
+    SR and HR are rounded to uint8 before PSNR/SSIM, and the bicubic floor is MATLAB's bicubic upsampling of
+    that LR (:mod:`qdm_bench.data.matlab_resize`).  The sampler runs all of the model's steps with the cell's
+    threshold (None: full mask) and seed.  With ``cell.sampling.tile`` the LR image is cut into tiles of
+    ``tile/scale`` pixels that are super-resolved independently, as one batch (a model trained on crops of that
+    size sees the positions it was trained on), and stitched; the row's MACs and mask statistics are then those
+    of the tiles, i.e. of exactly what ran.  The bicubic floor is always the upsampling of the whole LR image.
+    Returns the result-row fields and notes.
     """
     import torch.nn.functional as F
 
     from qdm_bench.evaluate.diffusions import diffusion_for
     from qdm_bench.data.images import degrade, lr_condition
+    from qdm_bench.data.matlab_resize import imresize
     from qdm_bench.measure.macs import count_macs
     from qdm_bench.registry import resolve
     from qdm_bench.evaluate.train import load_checkpoint
@@ -54,7 +57,9 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     tile = s.tile or None
     model, ckpt = load_checkpoint(ckpt_path, name)
     model = model.to(device).eval()
-    lq = lr_condition(degrade(hr, sf))
+    convention = i.metric_convention
+    lr = degrade(hr, sf, kernel=i.lr_kernel)
+    lq = lr_condition(lr)
     x = to_tiles(lq, tile // sf) if tile else lq
     diffusion = diffusion_for(resolve(name), (ckpt.get("config") or {}).get("kappa"), s.posterior)
     options = {}
@@ -71,13 +76,16 @@ def sample_and_score(cell: Any, image: Any, metrics: Sequence[str] = METRICS) ->
     if tile:
         sr = from_tiles(sr, height // tile, width // tile)
     sr = ((sr + 1) / 2).clamp(0, 1)
-    bicubic = ((F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False) + 1) / 2).clamp(0, 1)
-    values, notes = score(sr, hr, crop=sf, metrics=metrics, device=device)
+    if convention == "published":  # MATLAB's bicubic upsampling of the uint8 LR (rounded to uint8 when scored)
+        bicubic = imresize(lr, float(sf)).clamp(0, 1)
+    else:
+        bicubic = ((F.interpolate(lq, size=(height, width), mode="bicubic", align_corners=False) + 1) / 2).clamp(0, 1)
+    values, notes = score(sr, hr, crop=sf, metrics=metrics, device=device, convention=convention)
     if s.ensemble > 1:
         last = i.seed + s.ensemble - 1
         notes.append(f"the mean of {s.ensemble} stochastic samples (seeds {i.seed}..{last}): {s.ensemble}x "
                      "the network evaluations of one")
-    floor, _ = score(bicubic, hr, crop=sf, metrics=("psnr", "ssim"))
+    floor, _ = score(bicubic, hr, crop=sf, metrics=("psnr", "ssim"), convention=convention)
     row = {m: v[0] for m, v in values.items()}
     row.update(bicubic_psnr=floor["psnr"][0], bicubic_ssim=floor["ssim"][0], ckpt=str(ckpt_path))
     if ckpt.get("train_seconds") is not None:
@@ -133,7 +141,8 @@ def quality_cells(ckpt: str, model: str | None = None, data: str = "heldout", li
     of what it samples, so quality and cost come from the same masks.  Masked (threshold) cells are made once per
     reverse-step form of ``posteriors`` (QDM's Eq. 4 "paper" and/or the authors' code, "reference"; docs/qdm.md §3.5); the
     full-mask cell, where the two coincide, once with none.  Stochastic cells are made once per ``ensembles`` size
-    (the mean of that many samples; 1 = the sampler's own output).
+    (the mean of that many samples; 1 = the sampler's own output).  ``metric_convention`` (a cell keyword:
+    "float" or "published") chooses how the LR is made and SR is scored (see :func:`sample_and_score`).
     """
     from qdm_bench.data.images import image_keys
     from qdm_bench.measure.sweep import make_cells
@@ -184,8 +193,9 @@ class QualityPlugin:
         "psnr_rgb": "PSNR over the RGB channels, border crop = scale, dB",
         "lpips": "LPIPS (pyiqa), when available", "clipiqa": "CLIPIQA (pyiqa), when available",
         "musiq": "MUSIQ (pyiqa), when available",
-        "bicubic_psnr": "PSNR-Y of bicubic upsampling of the same LR image (the floor)",
-        "bicubic_ssim": "SSIM-Y of bicubic upsampling of the same LR image",
+        "bicubic_psnr": "PSNR-Y of bicubic upsampling of the same LR image (the floor; published convention: "
+                        "MATLAB bicubic, uint8)",
+        "bicubic_ssim": "SSIM-Y of bicubic upsampling of the same LR image (as bicubic_psnr)",
     }
 
     def measure(self, ctx: Any, row: dict[str, Any]) -> None:

@@ -17,12 +17,14 @@ from typing import Any
 from qdm_bench import __version__
 
 __all__ = ["Cell", "ModelSpec", "InputSpec", "MaskSpec", "SamplingSpec", "RunPolicy", "METRICS", "DTYPES",
-           "LEGACY_OPTIONS", "SAMPLERS"]
+           "LEGACY_OPTIONS", "SAMPLERS", "METRIC_CONVENTIONS", "LR_KERNELS"]
 
 METRICS = ("params", "macs", "memory", "speed", "quality")  # quality: sample with a checkpoint and score (opt-in)
 DTYPES = ("fp32", "bf16", "fp16")
 SAMPLERS = ("stochastic", "deterministic")
 LEGACY_OPTIONS = ("window", "patch", "chunk_size")  # always present in the key (null when unset)
+METRIC_CONVENTIONS = ("float", "published")  # how LR images are made and SR is scored (docs/measurement.md §5.1)
+LR_KERNELS = {"float": "torch", "published": "matlab"}  # convention → qdm_bench.data.images.degrade kernel
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The input: size, batch, autocast dtype, the seed of random inputs, and an image for data-dependent masks."""
+    """The input: size, batch, autocast dtype, the seed of random inputs, an image for data-dependent masks, and
+    the metric convention (it makes the LR image too)."""
 
     height: int
     width: int
@@ -51,6 +54,12 @@ class InputSpec:
     image: str | None = None  # a file, or a built-in key "set:name"; None = the built-in synthetic test image
     image_size: int | None = None  # HR side the image is cropped/resized to before degradation (None: native)
     scale: int = 4  # LR degradation factor (bicubic)
+    metric_convention: str = "float"  # "float": torch bicubic LR, float scores; "published": MATLAB LR, uint8 scores
+
+    @property
+    def lr_kernel(self) -> str:
+        """The degradation kernel of the metric convention ("torch" or "matlab")."""
+        return LR_KERNELS.get(self.metric_convention, "torch")
 
 
 @dataclass(frozen=True)
@@ -152,8 +161,8 @@ class Cell:
         """Identity of the cell for resuming: every setting plus the qdm-bench version."""
         d = self.flat()
         d["metrics"] = sorted(d["metrics"])
-        for name, default in (("posterior", None), ("ensemble", 1)):  # added later: cells that leave them at their
-            if d[name] == default:  # defaults keep their earlier keys (resumable results files)
+        for name, default in (("posterior", None), ("ensemble", 1), ("metric_convention", "float")):  # added later:
+            if d[name] == default:  # cells that leave them at their defaults keep their earlier keys (resumable)
                 del d[name]
         d["version"] = __version__
         return json.dumps(d, sort_keys=True)
@@ -187,5 +196,6 @@ class Cell:
         extra += "".join(f" {k.replace('_', ' ')}={v}" for k, v in self.model.options)
         extra += "" if s.posterior is None else f" {s.posterior} posterior"
         extra += "" if s.ensemble == 1 else f" mean of {s.ensemble}"
+        extra += "" if i.metric_convention == "float" else f" {i.metric_convention} metrics"
         extra += "" if i.image is None else f" [{i.image}]"
         return f"{self.model.name} {i.height}x{i.width} b{i.batch} {i.dtype}{extra}"

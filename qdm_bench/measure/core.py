@@ -35,7 +35,7 @@ def base_row(ctx: CellContext) -> dict[str, Any]:
         device=cell.run.device, compile=cell.model.compile, threshold=m.threshold, density=m.density,
         image=i.image, image_size=i.image_size if i.image else None, scale=i.scale if i.image else None,
         tile=s.tile, sampler=s.sampler if quality else None, posterior=s.posterior if quality else None,
-        ensemble=s.ensemble if quality else None,
+        ensemble=s.ensemble if quality else None, metric_convention=i.metric_convention if quality else None,
         window=getattr(model, "window", None) if info.uses_mask else None,
         patch=getattr(model, "up_patch", getattr(model, "patch", None)), num_steps=info.num_steps,
     )

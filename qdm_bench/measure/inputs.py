@@ -39,7 +39,8 @@ def cell_lr_image(cell: Any, image: Any = None) -> torch.Tensor:
 
     With an image (a built-in key such as "natural:astronaut" or a file): the HR image, center-cropped and resized
     to ``image_size`` (native size if None, cropped to a multiple of ``scale``), degraded by bicubic ×``scale``
-    (:func:`qdm_bench.data.images.degrade`), kept at LR resolution; Alg. 1 pools it to the model's patch grid.
+    (:func:`qdm_bench.data.images.degrade`, with the kernel of the cell's metric convention), kept at LR
+    resolution; Alg. 1 pools it to the model's patch grid.
     Without: the built-in synthetic test image at the cell's size.  ``image``: the cell's image if already loaded.
     """
     i = cell.input
@@ -48,7 +49,7 @@ def cell_lr_image(cell: Any, image: Any = None) -> torch.Tensor:
     from qdm_bench.data.images import degrade, lr_condition
 
     img = image if image is not None else cell_image(cell)
-    return lr_condition(degrade(img.hr, i.scale))[None]
+    return lr_condition(degrade(img.hr, i.scale, kernel=i.lr_kernel))[None]
 
 
 def cell_mask(cell: Any, model: torch.nn.Module, image: Any = None) -> torch.Tensor | None:

@@ -43,6 +43,9 @@ CELL_COLUMNS: dict[str, str] = {  # what every row records about its cell (ident
     "sampler": "quality: stochastic (the paper's sampler) or deterministic (x_T = y0, posterior means)",
     "posterior": "quality with a mask: reverse step on inactive sites, paper (Eq. 4) or reference",
     "ensemble": "quality: the score is of the mean of this many stochastic samples",
+    "metric_convention": "quality: float (LR by torch antialiased bicubic, SR and HR scored as floats) or published "
+                         "(LR by MATLAB-compatible imresize bicubic, SR and HR rounded to uint8 before scoring, as "
+                         "published SR tables); the bicubic floor follows it",
     "image_kind": "natural, ct, mr, phantom or user",
     "image_windowing": "the rule that mapped the image's raw values to [0, 1] (e.g. CT window W400/L40)",
     "patch_density": "fraction of the mask's patch bits that are set (1.0 for the dense path)",

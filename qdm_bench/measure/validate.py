@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from qdm.diffusion import POSTERIOR_MODES
 from qdm_bench.errors import ConfigError
-from qdm_bench.measure.cell import DTYPES, METRICS, SAMPLERS, Cell
+from qdm_bench.measure.cell import DTYPES, METRIC_CONVENTIONS, METRICS, SAMPLERS, Cell
 
 __all__ = ["validate_cells", "validate_cell", "resolve_device", "POSTERIOR_MODES", "meta_model"]
 
@@ -108,6 +108,8 @@ def validate_cell(cell: Cell, check_model: bool = True) -> None:
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {s.sampler!r}; use stochastic or deterministic")
     _int(s.ensemble, "--ensemble", 1)
+    if i.metric_convention not in METRIC_CONVENTIONS:
+        raise ConfigError(f"unknown metric convention {i.metric_convention!r}; use {' or '.join(METRIC_CONVENTIONS)}")
     if s.ensemble > 1 and s.sampler != "stochastic":
         raise ConfigError(f"an ensemble averages stochastic samples; the {s.sampler} sampler gives one result "
                           "(use --ensemble 1)")

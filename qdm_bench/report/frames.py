@@ -1,6 +1,7 @@
 """Shared report constants and the frame helpers (cell merging, value formatting) that tables and plots build on."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,14 +18,16 @@ NUMERIC = [
 QUALITY = {"psnr": ("PSNR-Y (dB)", "{:.2f}"), "ssim": ("SSIM-Y", "{:.4f}"), "lpips": ("LPIPS", "{:.4f}"),
            "clipiqa": ("CLIPIQA", "{:.4f}"), "musiq": ("MUSIQ", "{:.2f}"), "psnr_rgb": ("PSNR-RGB (dB)", "{:.2f}"),
            "bicubic_psnr": ("bicubic PSNR-Y", "{:.2f}"), "bicubic_ssim": ("bicubic SSIM-Y", "{:.4f}")}
-EXTRA_KEYS = ("image", "image_size", "scale", "sampler", "ensemble", "posterior",
-              "tile")  # columns that identify a cell
-IMAGE_KEYS = ("image_size", "scale", "sampler", "ensemble", "tile")  # sweep-block keys besides the model's settings
+EXTRA_KEYS = ("image", "image_size", "scale", "sampler", "ensemble", "posterior", "tile",
+              "metric_convention")  # columns that identify a cell
+IMAGE_KEYS = ("image_size", "scale", "sampler", "ensemble", "tile",
+              "metric_convention")  # sweep-block keys besides the model's settings
 CONFIG = ["model", "height", "width", "batch", "dtype", "device", "device_name", "compile", "window", "patch",
           "threshold", "density"]
 SHOWN = {"res": "res", "batch": "batch", "dtype": "dtype", "device_name": "device", "compile": "compile",
          "window": "window", "patch": "patch", "sampler": "sampler", "tile": "tile",
-         "posterior": "posterior", "ensemble": "mean of"}
+         "posterior": "posterior", "ensemble": "mean of", "metric_convention": "metric convention"}
+ARCH_OPTIONS = ("window", "patch", "chunk_size")  # cell-key fields that select a non-default architecture
 FAILED = ("oom", "error")  # the statuses of cells without a result
 PAPER_TABLE5_PARAMS_M = {"qdm-s": 50.87, "qdm-b": 199.06, "qdm-l": 691.94}
 MAC_CONVENTION = ("MACs count the multiply-accumulates of convolutions and matmuls, attention products (QKᵀ, AV) "
@@ -162,10 +165,51 @@ def _dense(df: pd.DataFrame) -> pd.DataFrame:
     return m.groupby(keys, dropna=False, sort=False).last().reset_index()
 
 
+def _explicit_options(key: Any) -> bool:
+    """Whether a cell key sets an architecture option (window, patch, ``--model-option``) instead of a default."""
+    import json
+
+    if not isinstance(key, str) or not key.startswith("{"):
+        return False
+    try:
+        d = json.loads(key)
+    except ValueError:
+        return False
+    return any(v is not None and (k in ARCH_OPTIONS or k not in _cell_fields()) for k, v in d.items())
+
+
+@functools.lru_cache(maxsize=1)
+def _cell_fields() -> frozenset[str]:
+    """The fields of a cell key that are not architecture options (every record field, and the version)."""
+    from qdm_bench.measure.cell import Cell
+
+    return frozenset((set(Cell.create("model", 16, 16).flat()) - set(ARCH_OPTIONS)) | {"version"})
+
+
+def _default_configs(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each model's default configuration: the (window, patch) its option-free cells ran with.
+
+    Ablation cells (``ablate window``/``patch``, ``--window``/``--patch``) set an option in their key; their rows are
+    kept only where they equal a default configuration (they are then the same network).
+    """
+    if df.empty or "key" not in df.columns:
+        return df
+    plain = df[~df["key"].map(_explicit_options)]
+    defaults = set(zip(plain["model"], plain["window"].fillna(-1), plain["patch"].fillna(-1)))
+    mine = [(m, w, p) in defaults or not explicit for m, w, p, explicit in zip(
+        df["model"], df["window"].fillna(-1), df["patch"].fillna(-1), df["key"].map(_explicit_options))]
+    return df[mine]
+
+
+def _models_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Merged unmasked rows of the models' default configurations (Figure 5, Table 5): ablation rows left out."""
+    return _dense(_default_configs(df))
+
+
 def _figure5_frame(df: pd.DataFrame, res: int | tuple[int, int]) -> pd.DataFrame:
-    """Merged unmasked (dense) rows at one resolution, one per configuration, with a ``label`` column."""
+    """Merged unmasked (dense) rows of default configurations at one resolution, with a ``label`` column."""
     h, w = _res_pair(res)
-    d = _dense(df)
+    d = _models_frame(df)
     if d.empty:
         return d
     sel = d[d["height"].eq(h) & d["width"].eq(w)].reset_index(drop=True)

@@ -3,20 +3,20 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["summary_table", "SUMMARY_COLUMNS"]
+__all__ = ["summary_table", "summary_rows", "SUMMARY_COLUMNS"]
 
 
-def _fmt_bytes(value: Any, estimated: Any) -> str:
+def _fmt_bytes(value: Any, estimated: Any, mark: str = " (est.)") -> str:
     if value is None:
         return ""
-    return f"{value / 2**20:,.0f}" + (" (est.)" if estimated else "")
+    return f"{value / 2**20:,.0f}" + (mark if estimated else "")
 
 
 def _num(value: Any, scale: float = 1.0, fmt: str = "{:,.2f}") -> str:
     return "" if value is None else fmt.format(value / scale)
 
 
-SUMMARY_COLUMNS = ("model", "res", "batch", "dtype", "patch", "window", "image", "mask", "sampler", "mean of", "posterior",
+SUMMARY_COLUMNS = ("model", "res", "batch", "dtype", "patch", "window", "image", "mask", "sampler", "mean of", "posterior", "convention",
                    "params (M)",
                    "deployed params (M)", "GMACs", "GBOPs", "GOPs", "GMACs/SR", "attn %", "peak MiB", "median ms", "p10-p90 ms", "img/s", "PSNR-Y", "SSIM-Y",
                    "bicubic PSNR-Y", "bicubic SSIM-Y", "status")
@@ -26,6 +26,13 @@ def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> s
     """A tabulate table of result rows: cost columns, memory marked ``(est.)`` when estimated, and status."""
     from tabulate import tabulate
 
+    headers, table = summary_rows(rows)
+    return tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+
+
+def summary_rows(rows: Sequence[dict[str, Any]], mark: str = " (est.)") -> tuple[list[str], list[list[Any]]]:
+    """(headers, cells) of the summary: one line per row, columns no row measured dropped; ``mark`` follows an
+    estimated memory value."""
     table = []
     for r in rows:
         mask = ""
@@ -51,11 +58,12 @@ def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> s
             "" if r.get("patch") is None else r["patch"], "" if r.get("window") is None else r["window"],
             r.get("image") or "", mask.strip(), r.get("sampler") or "",
             "" if (r.get("ensemble") or 1) == 1 else r["ensemble"], r.get("posterior") or "",
+            "" if (r.get("metric_convention") or "float") == "float" else r["metric_convention"],
             _num(r.get("params"), 1e6), _num(r.get("params_deploy"), 1e6), _num(macs, 1e9, "{:,.1f}"),
             _num(r.get("bops"), 1e9, "{:,.1f}"), _num(r.get("ops"), 1e9, "{:,.2f}"),
             _num(r.get("macs_per_sr"), 1e9, "{:,.0f}"),
             "" if not macs or attn is None else f"{100 * attn / macs:.0f}",
-            _fmt_bytes(r.get("peak_mem_bytes"), r.get("mem_estimated")),
+            _fmt_bytes(r.get("peak_mem_bytes"), r.get("mem_estimated"), mark),
             _num(r.get("latency_median_ms"), 1.0, "{:,.1f}"), lat, _num(r.get("throughput_img_s"), 1.0, "{:,.2f}"),
             _num(r.get("psnr"), 1.0, "{:.2f}"), _num(r.get("ssim"), 1.0, "{:.4f}"),
             _num(r.get("bicubic_psnr"), 1.0, "{:.2f}"), _num(r.get("bicubic_ssim"), 1.0, "{:.4f}"),
@@ -63,5 +71,4 @@ def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> s
         ])
     keep = [i for i, col in enumerate(SUMMARY_COLUMNS) if col in ("model", "res", "status") or any(row[i] not in (
         "", None) for row in table)]  # drop columns that no row measured
-    return tabulate([[row[i] for i in keep] for row in table], headers=[SUMMARY_COLUMNS[i] for i in keep],
-                    tablefmt=tablefmt, disable_numparse=True)
+    return [SUMMARY_COLUMNS[i] for i in keep], [[row[i] for i in keep] for row in table]

@@ -9,12 +9,11 @@ rm -f "$OUT"/macs.jsonl "$OUT"/speed.jsonl "$OUT"/quality.jsonl
 
 # exact costs of every model family at 256x256 (meta device: seconds)
 qdm-bench macs --models "qdm-s,qdm-t,dit-s/8,unet,swin-unet,bi-diffsr,dualdomain-resshift" --res 256 \
-  -o "$OUT/macs.jsonl" --summary "$OUT/macs.md"
+  -o "$OUT/macs.jsonl"
 
 # small CPU timings: QDM dense and at 25 % window density (the in-run sparse/dense ratio), DiT-S/8
 qdm-bench run --models "qdm-t,dit-s/8" --res 128 --threads 1 --reps 10 --max-time 10 -o "$OUT/speed.jsonl"
-qdm-bench run --models qdm-t --res 128 --density 0.25 --threads 1 --reps 10 --max-time 10 -o "$OUT/speed.jsonl" \
-  --summary "$OUT/speed.md"
+qdm-bench run --models qdm-t --res 128 --density 0.25 --threads 1 --reps 10 --max-time 10 -o "$OUT/speed.jsonl"
 
 # quality: the tiny model trained briefly on CT slices and phantoms (two phantoms held out), scored on the held-out
 # images at the full mask and at threshold 0.15 (both reverse-step forms on inactive sites), next to bicubic.
@@ -24,4 +23,8 @@ qdm-bench run --models qdm-t --res 128 --density 0.25 --threads 1 --reps 10 --ma
 qdm-bench train -m qdm-t --prediction preconditioned --kappa 0.5 --steps 1500 --lr 1e-3 --lr-schedule cosine --seed 0 \
   --threads 2 --run-dir "$OUT/run" --no-resume
 qdm-bench quality --ckpt "$OUT/run/last.pt" --thresholds full,0.15 --samplers stochastic,deterministic \
-  --posteriors paper,reference --ensemble 1,8 --threads 2 -o "$OUT/quality.jsonl" --summary "$OUT/quality.md"
+  --posteriors paper,reference --ensemble 1,8 --threads 2 -o "$OUT/quality.jsonl"
+
+# the report: tables (Markdown, LaTeX), plots and index.md, from the three results files alone
+qdm-bench report "$OUT/macs.jsonl" "$OUT/speed.jsonl" "$OUT/quality.jsonl" --out-dir "$OUT" \
+  --title "qdm-bench regression baseline (CPU)"
