@@ -33,7 +33,7 @@ PAPER_TABLE5_PARAMS_M = {"qdm-s": 50.87, "qdm-b": 199.06, "qdm-l": 691.94}
 MAC_CONVENTION = ("MACs count the multiply-accumulates of convolutions and matmuls, attention products (QKᵀ, AV) "
                   "included; norms, softmax and element-wise ops are excluded. FLOPs = 2·MACs. GMACs are per "
                   "network evaluation; TMACs/SR are for a whole super-resolution (num_steps evaluations).")
-MEMORY_NOTE = ("Peak memory is the working memory above resident weights and inputs. Estimated values (est.) come "
+MEMORY_NOTE = ("Peak memory is the working memory above resident weights and inputs. Estimated values (marked †) come "
                "from a meta-device trace of live tensor bytes and are a lower bound (no allocator rounding, "
                "workspaces or CUDA context); they are kept apart from measured values.")
 
