@@ -8,7 +8,7 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Rectangle
 
-from qdm_bench.measure.results import append_result, empty_row
+from qdm_bench.measure.results import append_result
 from qdm_bench.report import load_rows
 from qdm_bench.report.plot_style import FAMILY_COLORS, family_of, is_highlight, model_styles
 from qdm_bench.report.plot_tradeoffs import _threshold_figure
@@ -17,17 +17,7 @@ from qdm_bench.report.plots import (
     plot_pareto, plot_threshold,
 )
 
-CPU = "Test CPU 9000"
-MIB = 2**20
-STAMP = "2026-11-20T10:00:00+00:00"
-
-
-def _row(key, model, res, **values):
-    """An ok row with the environment filled in."""
-    base = {"key": key, "model": model, "family": model.split("-")[0], "height": res, "width": res, "batch": 1,
-            "dtype": "fp32", "device": "cpu", "num_steps": 15, "device_name": CPU, "torch_version": "2.13.0+cpu",
-            "git_commit": "abc123", "timestamp": STAMP, "threads": 1, "status": "ok"}
-    return empty_row(**{**base, **values})
+from test_report import CPU, MIB, _row  # noqa: E402 - the same hand-built rows as the table tests
 
 
 def _mem(key, model, res, mib, estimated, **values):

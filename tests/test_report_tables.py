@@ -12,7 +12,7 @@ import pytest
 
 from qdm_bench.measure.results import append_result, empty_row
 from qdm_bench.report import (
-    figure5_table, latex_escape, load_rows, quality_per_image, quality_summary, recorded_commands, render_latex,
+    figure5_table, latex_escape, load_rows, quality_per_image, quality_summary, recorded_commands,
     table5, write_report,
 )
 from qdm_bench.report.latex import numeric_columns

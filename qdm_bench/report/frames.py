@@ -194,11 +194,10 @@ def _default_configs(df: pd.DataFrame) -> pd.DataFrame:
     """
     if df.empty or "key" not in df.columns:
         return df
-    plain = df[~df["key"].map(_explicit_options)]
-    defaults = set(zip(plain["model"], plain["window"].fillna(-1), plain["patch"].fillna(-1)))
-    mine = [(m, w, p) in defaults or not explicit for m, w, p, explicit in zip(
-        df["model"], df["window"].fillna(-1), df["patch"].fillna(-1), df["key"].map(_explicit_options))]
-    return df[mine]
+    explicit = df["key"].map(_explicit_options).astype(bool)
+    config = list(zip(df["model"], df["window"].fillna(-1), df["patch"].fillna(-1)))
+    defaults = {c for c, e in zip(config, explicit) if not e}
+    return df[[not e or c in defaults for c, e in zip(config, explicit)]]
 
 
 def _models_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -105,13 +105,14 @@ def table5(df: pd.DataFrame) -> pd.DataFrame:
 
     Only the models' default configurations; window and patch ablations are Table 4 (:func:`window_patch_table`).
     """
-    m = _merge_cells(_default_configs(df))
+    df = _default_configs(df)
+    m = _merge_cells(df)
     if m.empty or (m["params"].isna().all() and m["macs"].isna().all()):
         return pd.DataFrame()
     group = ["model", "window", "patch"]
     cols = ["params", "params_paper"] + (["family"] if "family" in m.columns else [])
     conf = _paper_order(m.groupby(group, dropna=False, sort=False)[cols].last().reset_index())
-    dense = _dense(_default_configs(df))
+    dense = _dense(df)
     dense = dense[dense["macs"].notna()]
     dense = dense.assign(res=[f"GMACs @ {_res(h, w)}" for h, w in zip(dense["height"], dense["width"])],
                          gmacs=dense["macs"] / dense["batch"].fillna(1) / 1e9)
